@@ -1,0 +1,5 @@
+import sys
+
+from laco.cli import main
+
+sys.exit(main())

