@@ -169,7 +169,9 @@ class DenseTrace:
 
 
 def _attention_type(layer: nn.Module) -> str:
-    return getattr(layer, "attention_type", "full_attention")
+    """Full or sliding attention: the layers of one type are called with the same mask."""
+    kind = getattr(layer, "attention_type", None) or getattr(getattr(layer, "self_attn", None), "layer_type", None)
+    return kind or "full_attention"
 
 
 class _CachedEngine:
