@@ -90,9 +90,13 @@ def prune_main(argv: list[str]) -> int:
     from laco.prune import prune_laco
     from laco.saving import check_output, save_pruned
 
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     check_output(args.out, args.force)
     sentences = load_sentences(args.calibration)
-    config = collapse_config(args)
+    config = collapse_config(args).validate()
     loaded = load_model(args.model, dtype=args.dtype, device=args.device,
                         trust_remote_code=args.trust_remote_code, device_map=args.device_map)
     if args.paper_setting and args.H is None:  # scale the paper's H to this model's depth

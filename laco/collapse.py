@@ -46,9 +46,9 @@ class CollapseConfig:
     T: float = 0.65  # similarity threshold
     merge: str = "paper"
 
-    def resolved(self, n_layers: int) -> CollapseConfig:
-        """This config with H filled in, after checking every value against the model."""
-        cfg = self if self.H is not None else replace(self, H=n_layers)
+    def validate(self) -> CollapseConfig:
+        """Check what can be checked without the model (the CLI does so before loading it)."""
+        cfg = self
         if cfg.merge not in MERGE_MODES:
             raise LacoError(f"unknown merge mode {cfg.merge!r}; choose one of {', '.join(MERGE_MODES)}")
         if cfg.C < 2:
@@ -59,10 +59,15 @@ class CollapseConfig:
             raise LacoError(f"I must be at least 1, got {cfg.I}")
         if cfg.L < 0:
             raise LacoError(f"L must be at least 0, got {cfg.L}")
+        if cfg.H is not None and cfg.L > cfg.H:
+            raise LacoError(f"L={cfg.L} must not exceed H={cfg.H}")
+        return cfg
+
+    def resolved(self, n_layers: int) -> CollapseConfig:
+        """This config with H filled in, after checking every value against the model."""
+        cfg = (self if self.H is not None else replace(self, H=n_layers)).validate()
         if cfg.H > n_layers:
             raise LacoError(f"H={cfg.H} is beyond the model's {n_layers} layers")
-        if cfg.L > cfg.H:
-            raise LacoError(f"L={cfg.L} must not exceed H={cfg.H}")
         if cfg.H - cfg.C < cfg.L:
             raise LacoError(f"the pointer would start at H - C = {cfg.H - cfg.C}, below L={cfg.L}: nothing to search")
         return cfg
