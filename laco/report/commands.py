@@ -69,7 +69,7 @@ def gate_main(argv: list[str]) -> int:
         f"# laco gate: run `{run.id}` (profile {run.profile_name})",
         "",
         f"**{outcome}**: {sum(v.status == PASS for v in gated)} of {len(gated)} gated verdicts pass"
-        f"{'; ' + str(len(failed)) + ' block the release' if failed else ''}.{unfinished}"
+        f"{'; ' + str(len(failed)) + ' blocking' if failed else ''}.{unfinished}"
         + ("" if gated else " No claim is gated for this profile: nothing vouches for a release."),
         "",
         table([[f"`{v.claim.id}`", v.subject, v.paper, v.ours, VERDICT_MARK[v.status],
