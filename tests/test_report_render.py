@@ -15,7 +15,7 @@ from run_fixtures import FIXTURES, good_models, write_run
 
 from laco.cli import main
 from laco.report.judge import load_claims
-from laco.report.render import render, table, write_report
+from laco.report.render import render, table
 from laco.report.runs import load_run
 
 EXAMPLE = FIXTURES / "example-smollm2"

@@ -12,12 +12,11 @@ in A and fails in B is a regression too. Models are matched by key.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from laco import LacoError
-from laco.report.judge import FAIL, PASS, Claims, NotMeasured, judge_run, task_scores
+from laco.report.judge import FAIL, PASS, Claims, NotMeasured, judge_run, read_toml, task_scores
 from laco.report.render import table
 from laco.report.runs import Run
 
@@ -45,10 +44,7 @@ class Delta:
 
 def load_tolerances(path: str | Path) -> list[Tolerance]:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LacoError(f"tolerances file not found: {path}") from None
+    data = read_toml(path, "tolerances")
     tolerances = []
     for d in data.get("metric", []):
         if d.get("better") not in ("higher", "lower"):
@@ -155,14 +151,18 @@ def render_compare(a: Run, b: Run, deltas: list[Delta], allow_lost: bool = False
     if a.profile_name != b.profile_name:
         lines += ["Warning: the runs used different profiles; differences may come from the settings.", ""]
     order = {REGRESSION: 0, LOST: 1, BETTER: 2, NEW: 3, OK: 4}
-    rows = [[d.model, d.metric, _fmt(d.a), _fmt(d.b), d.change, d.tolerance, _status(d.status)]
+    rows = [[d.model, d.metric, _fmt(d.a, d.metric), _fmt(d.b, d.metric), d.change, d.tolerance, _status(d.status)]
             for d in sorted(deltas, key=lambda d: order[d.status])]
-    lines.append(table(rows, ["model", "metric", "A", "B", "change", "tolerance", "status"]))
+    lines += ["Accuracy in %; its tolerance is lm-eval's stderr of both runs. Other metrics as measured "
+              "(MB, tokens/s, seconds); their tolerance is a ratio.", "",
+              table(rows, ["model", "metric", "A", "B", "change", "tolerance", "status"])]
     return "\n".join(lines) + "\n"
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
+def _fmt(x: float | None, metric: str) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}" if metric.startswith("accuracy.") else f"{x:.4g}"
 
 
 def _status(s: str) -> str:

@@ -19,13 +19,18 @@ from __future__ import annotations
 import math
 import operator
 import os
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import laco
 from laco import LacoError
 from laco.report.runs import DENSE, Run
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "not measured"
 KINDS = ("retention", "versus", "loadable")
@@ -97,20 +102,24 @@ def suites_dir() -> Path:
                     "pass --claims PATH or set LACO_CLAIMS")
 
 
-def load_claims(path: str | Path | None = None) -> Claims:
-    path = Path(path or os.environ.get("LACO_CLAIMS") or suites_dir() / "claims.toml")
+def read_toml(path: Path, what: str) -> dict:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise LacoError(f"claims file not found: {path}") from None
+        raise LacoError(f"{what} file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise LacoError(f"{path}: {exc}") from None
+
+
+def load_claims(path: str | Path | None = None) -> Claims:
+    path = Path(path or os.environ.get("LACO_CLAIMS") or suites_dir() / "claims.toml")
+    data = read_toml(path, "claims")
     claims = [_claim(d, path) for d in data.get("claim", [])]
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise LacoError(f"{path}: duplicate claim ids")
     figures = path.parent / data.get("paper_figures", "paper_figures.toml")
-    paper = tomllib.loads(figures.read_text(encoding="utf-8")) if figures.is_file() else {}
+    paper = read_toml(figures, "paper figures") if figures.is_file() else {}
     roles = {k: tuple(v) for k, v in data.get("roles", {}).items()}
     result = Claims(claims, roles, float(data.get("noise", {}).get("k", 2.0)), path, paper)
     for c in claims:  # unknown roles are a mistake in the file: say so now, not mid-report
