@@ -171,3 +171,20 @@ def test_a_bad_claims_file_is_a_clear_error(tmp_path):
         load_claims(path)
     with pytest.raises(LacoError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_a_saved_config_that_forgot_the_deleted_layers_fails_the_loading_claim(tmp_path):
+    import json
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 30}))
+    models = good_models()
+    models["laco"]["saved"] = str(folder)  # the record says 21 layers after pruning
+    _, verdicts = verdicts_of(tmp_path, models)
+    v = verdicts["laco-loads-in-transformers"]
+    assert v.status == FAIL and "num_hidden_layers=30 but the model has 21 layers" in v.rows[0].note
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 21}))
+    _, verdicts = verdicts_of(tmp_path, models)
+    assert verdicts["laco-loads-in-transformers"].status == PASS
+    assert "num_hidden_layers=21" in verdicts["laco-loads-in-transformers"].rows[0].note

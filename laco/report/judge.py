@@ -16,6 +16,7 @@ Rules that keep a verdict honest:
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import os
@@ -409,12 +410,31 @@ def _loadable(run: Run, claim: Claim, subject: str) -> Row:
         if not record:
             return Row(NOT_MEASURED, "transformers", "-", f"{subject}: no pruning record")
         loader = record.get("loader", "transformers")
-        if declared and loader == "transformers":
-            saved = run.models[subject].saved
-            return Row(PASS, "transformers", "stock AutoModelForCausalLM",
-                       f"loader=transformers; saved at {saved}" if saved else "loader=transformers", 1.0)
-        return Row(FAIL, "transformers", f"needs {loader}", reason)
+        if not declared or loader != "transformers":
+            return Row(FAIL, "transformers", f"needs {loader}", reason)
+        problem, where = _saved_config_problem(run.models[subject].saved, record, run.path)
+        if problem:
+            return Row(FAIL, "transformers", "config does not match", problem)
+        return Row(PASS, "transformers", "stock AutoModelForCausalLM", f"loader=transformers; {where}", 1.0)
     raise LacoError(f"claim {claim.id}: loadable needs engine transformers or vllm")
+
+
+def _saved_config_problem(saved: str | None, record: dict, run_dir: Path) -> tuple[str, str]:
+    """Check the saved config.json where the weights were kept: a stock loader rebuilds the model
+    from it, so a layer count that disagrees with the pruning record would silently re-create
+    deleted layers with random weights. Returns (problem or "", what was checked)."""
+    candidates = [Path(saved) / "config.json", run_dir / saved / "config.json"] if saved else []
+    config = next((c for c in candidates if c.is_file()), None)  # as recorded, or relative to the run
+    if config is None:
+        return "", "declared by the pruner (saved weights not at hand to check)"
+    try:
+        layers = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
+    except json.JSONDecodeError:
+        return f"{config}: not valid JSON", ""
+    expected = record.get("n_layers_after")
+    if expected is not None and layers != expected:
+        return f"{config}: num_hidden_layers={layers} but the model has {expected} layers", ""
+    return "", f"{config.name}: num_hidden_layers={layers}"
 
 
 # --- formatting -------------------------------------------------------------------------------
