@@ -1,6 +1,7 @@
 """Claims judged on synthetic runs: runs that pass, fail, and miss measurements."""
 
 import math
+import re
 
 import pytest
 from run_fixtures import good_models, write_run
@@ -188,3 +189,31 @@ def test_a_saved_config_that_forgot_the_deleted_layers_fails_the_loading_claim(t
     _, verdicts = verdicts_of(tmp_path, models)
     assert verdicts["laco-loads-in-transformers"].status == PASS
     assert "num_hidden_layers=21" in verdicts["laco-loads-in-transformers"].rows[0].note
+
+
+def test_loadability_without_a_declaration_or_saved_config_is_not_measured(tmp_path):
+    models = good_models()
+    del models["laco"]["record"]["loadable"]  # e.g. a record written by `laco prune`, not by the pruner registry
+    _, verdicts = verdicts_of(tmp_path, models)
+    assert verdicts["laco-loads-in-transformers"].status == NOT_MEASURED
+
+
+def test_entered_paper_figures_appear_beside_ours(tmp_path):
+    """With a (synthetic, test-only) figures file, the paper's number shows in the verdict and report."""
+    import shutil
+
+    from laco.report.render import render
+
+    shutil.copy(load_claims().path, tmp_path / "claims.toml")
+    (tmp_path / "paper_figures.toml").write_text(
+        '[models.llama2-7b]\npaper_model = "Llama2-7B"\n'
+        '[models.llama2-7b.laco]\nratio = 0.5\npercent_of_dense = 12.5\naverage = 10.0\nscores = {piqa = 11.0}\n'
+        'source = "Table X (test data)"\n')
+    claims = load_claims(tmp_path / "claims.toml")
+    run = load_run(write_run(tmp_path / "run", good_models(), profile="llama2-7b"))
+    verdicts = {v.claim.id: v for v in judge_run(run, claims)}
+    assert verdicts["laco-avg-retention"].paper == ">= 80% of dense; paper: 12.5"
+    assert verdicts["laco-beats-width-baselines"].paper == "LaCo avg > baseline avg"  # nothing entered for it
+    text, _ = render(run, claims)
+    assert "Paper figures for Llama2-7B (in %):" in text
+    assert re.search(r"\| laco +\| 50.0% +\| 11.0 +\| 10.0 +\| 12.5% +\| Table X \(test data\) +\|", text)

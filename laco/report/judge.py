@@ -410,12 +410,14 @@ def _loadable(run: Run, claim: Claim, subject: str) -> Row:
         if not record:
             return Row(NOT_MEASURED, "transformers", "-", f"{subject}: no pruning record")
         loader = record.get("loader", "transformers")
-        if not declared or loader != "transformers":
+        if declared is False or loader != "transformers":
             return Row(FAIL, "transformers", f"needs {loader}", reason)
         problem, where = _saved_config_problem(run.models[subject].saved, record, run.path)
         if problem:
             return Row(FAIL, "transformers", "config does not match", problem)
-        return Row(PASS, "transformers", "stock AutoModelForCausalLM", f"loader=transformers; {where}", 1.0)
+        if declared is None and not where:
+            return Row(NOT_MEASURED, "transformers", "-", f"{subject}: record declares no loadability, no saved config")
+        return Row(PASS, "transformers", "stock AutoModelForCausalLM", f"loader=transformers; {where or 'declared'}", 1.0)
     raise LacoError(f"claim {claim.id}: loadable needs engine transformers or vllm")
 
 
@@ -426,7 +428,7 @@ def _saved_config_problem(saved: str | None, record: dict, run_dir: Path) -> tup
     candidates = [Path(saved) / "config.json", run_dir / saved / "config.json"] if saved else []
     config = next((c for c in candidates if c.is_file()), None)  # as recorded, or relative to the run
     if config is None:
-        return "", "declared by the pruner (saved weights not at hand to check)"
+        return "", ""
     try:
         layers = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
     except json.JSONDecodeError:
