@@ -55,15 +55,19 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
     meta, profile = run.meta, run.meta.get("profile") or {}
     counts = {s: sum(v.status == s for v in verdicts) for s in (PASS, FAIL, NOT_MEASURED)}
     gated = [v for v in verdicts if v.gated]
-    gate = ("no gated claim" if not gated else "PASS" if all(v.status == PASS for v in gated)
-            else "FAIL" if any(v.status == FAIL for v in gated) else "incomplete (gated claims not measured)")
+    failed = sum(v.status == FAIL for v in gated)
+    missing = sum(v.status == NOT_MEASURED for v in gated)
+    gate = ("FAIL (no gated claim)" if not gated else "PASS" if not failed and not missing
+            else f"FAIL ({failed} gated failed, {missing} gated not measured)")
     libs = meta.get("libraries") or {}
     device = meta.get("device") or {}
     rows = [
         ["profile", run.profile_name],
-        ["model", profile.get("model") or _source_model(run)],
+        ["model", " / ".join(dict.fromkeys(x for x in (profile.get("model"), _source_model(run)) if x and x != "-"))
+         or "-"],
         ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
+        ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
         ["git commit", meta.get("git_commit") or "-"],
         ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items()) or "-"],
         ["seed", meta.get("seed", "-")],
@@ -76,6 +80,16 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         "",
         table(rows, ["run", ""]),
     ])
+
+
+def _wall_time(started: str | None, finished: str | None) -> str:
+    from datetime import datetime
+
+    try:
+        seconds = (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
+    except (TypeError, ValueError):
+        return "-"
+    return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
 def _source_model(run: Run) -> str:
