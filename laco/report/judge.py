@@ -167,8 +167,9 @@ def task_scores(run: Run, key: str) -> dict[str, tuple[float, float | None]]:
     scores = {}
     for task, d in m.values.get("tasks", {}).items():
         metric = d.get("metric") or "acc"
-        if d.get(metric) is not None:
-            scores[task] = (float(d[metric]), d.get(f"{metric}_stderr"))
+        se = d.get(f"{metric}_stderr")
+        if isinstance(d.get(metric), (int, float)):  # lm-eval writes "N/A" for a stderr it cannot compute
+            scores[task] = (float(d[metric]), float(se) if isinstance(se, (int, float)) else None)
     return scores
 
 
