@@ -12,6 +12,9 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model by Layer Collapse and save it with provenance"),
+    "report": ("laco.report.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
+    "compare": ("laco.report.commands:compare_main", "per-metric deltas of run B vs run A; exit 1 on a regression"),
+    "gate": ("laco.report.commands:gate_main", "release gate of a run; exit 1 when a gated claim fails"),
 }
 
 
