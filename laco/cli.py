@@ -12,6 +12,7 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model by Layer Collapse and save it with provenance"),
+    "baselines-compare": ("laco.baselines.compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
 }
 
 
