@@ -73,18 +73,13 @@ def prune_laco(
     if compare_engines:
         comparison = compare_searches(naive, result)
 
-    params_after = parameter_count(model)
-    record = {
-        "laco_bench_version": laco.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "method": "laco",
-        "source": loaded.source.as_dict(),
-        "source_fingerprint": loaded.source.fingerprint(),
+    record = common_record(
+        loaded, "laco", sentences, calibration_file, config=asdict(result.config), target=target,
+        params_before=params_before, seed=seed,
+    )
+    record.update({
         "merge_mode": result.config.merge,
         "merge_mode_meaning": MERGE_MODES[result.config.merge].__doc__.strip().splitlines()[0],
-        "config": asdict(result.config),
-        "target": target,
-        "calibration": calibration_record(sentences, calibration_file),
         "engine": result.engine,
         "search_seconds": result.search_seconds,
         "engine_comparison": comparison,
@@ -94,20 +89,46 @@ def prune_laco(
         "steps": [asdict(s) for s in result.steps],
         "threshold_search": result.threshold_search,
         "sliced_config_keys": result.sliced_config_keys,
-        "parameters": {
-            "before": params_before,
-            "after": params_after,
-            "kept_ratio": params_after / params_before,
-            "pruning_ratio": 1 - params_after / params_before,
-        },
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "seed": seed,
-        "libraries": library_versions(),
-        "device": device_info(device),
-        "git_commit": git_commit(),
-    }
+    })
     record["fingerprint"] = pruned_fingerprint(record)
     return result, record
+
+
+def parameter_record(before: int, after: int) -> dict:
+    return {"before": before, "after": after, "kept_ratio": after / before, "pruning_ratio": 1 - after / before}
+
+
+def common_record(
+    loaded: LoadedModel,
+    method: str,
+    sentences: list[str],
+    calibration_file: str | None,
+    *,
+    config: dict,
+    target: dict | None,
+    params_before: int,
+    seed: int,
+) -> dict:
+    """The provenance fields every pruner records, taken after the pruning step: `config` holds the
+    method's hyper-parameters, `target` what it was asked to reach."""
+    model = loaded.model
+    first = next(model.parameters())
+    return {
+        "laco_bench_version": laco.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": method,
+        "source": loaded.source.as_dict(),
+        "source_fingerprint": loaded.source.fingerprint(),
+        "config": config,
+        "target": target,
+        "calibration": calibration_record(sentences, calibration_file),
+        "parameters": parameter_record(params_before, parameter_count(model)),
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "seed": seed,
+        "libraries": library_versions(),
+        "device": device_info(first.device),
+        "git_commit": git_commit(),
+    }
 
 
 def pruned_fingerprint(record: dict) -> str:

@@ -33,6 +33,12 @@ class PruneOutcome:
 
 PRUNERS: dict[str, str] = {
     "laco": "laco.pruners:laco_pruner",
+    "drop": "laco.baselines.drop:prune",
+    "rule-merge": "laco.baselines.rule_merge:prune",
+    "shortgpt": "laco.baselines.shortgpt:prune",
+    "come": "laco.baselines.come:prune",
+    "llm-pruner": "laco.baselines.llm_pruner:prune",
+    "slicegpt": "laco.baselines.slicegpt:prune",
 }
 
 
@@ -46,6 +52,18 @@ def get_pruner(name: str) -> Callable[..., PruneOutcome]:
 
 
 STOCK_LOADABLE = {"transformers": True, "vllm": True, "reason": "standard config and tensor shapes"}
+
+
+def finish_record(record: dict, *, prune_seconds: float, loader: str = "transformers",
+                  loadable: dict = STOCK_LOADABLE) -> dict:
+    """Add the fields of the pruner interface to a record from `laco.prune.common_record`."""
+    from laco.prune import pruned_fingerprint
+
+    record["prune_seconds"] = prune_seconds
+    record["loader"] = loader
+    record["loadable"] = dict(loadable)
+    record["fingerprint"] = pruned_fingerprint(record)
+    return record
 
 
 def laco_pruner(
@@ -80,10 +98,7 @@ def laco_pruner(
         loaded, config, sentences, calibration_file=calibration_file, engine=engine,
         target_layers=target_layers, target_ratio=target_ratio, seed=seed, progress=progress,
     )
-    record["prune_seconds"] = result.search_seconds
-    record["loader"] = "transformers"
-    record["loadable"] = dict(STOCK_LOADABLE)
-    return PruneOutcome(loaded.model, record)
+    return PruneOutcome(loaded.model, finish_record(record, prune_seconds=result.search_seconds))
 
 
 def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu"):

@@ -1,0 +1,247 @@
+"""What the baselines share: targets, calibration statistics, slicing of linear layers, the record,
+and reloading outputs whose shapes differ from their config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from laco import LacoError
+from laco.architectures import Architecture
+from laco.calibration import tokenize
+from laco.prune import common_record, layers_for_ratio
+from laco.pruners import STOCK_LOADABLE, PruneOutcome, finish_record
+from laco.surgery import decoder_layers, parameter_count
+
+LLAMA_LIKE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def reject_unknown(method: str, unknown: dict) -> None:
+    if unknown:
+        raise LacoError(f"unknown {method} parameters: {', '.join(sorted(unknown))}")
+
+
+def require_llama_like(arch: Architecture, method: str) -> None:
+    """Width methods slice q/k/v/o and gate/up/down; packed projections (Baichuan) are not handled."""
+    if set(arch.merged) != set(LLAMA_LIKE):
+        raise LacoError(f"{method} supports separate q/k/v/o and gate/up/down projections; "
+                        f"{arch.model_type} has {', '.join(arch.merged)}")
+
+
+def calibration_batch(loaded, sentences: list[str]) -> dict:
+    return tokenize(loaded.tokenizer, sentences, next(loaded.model.parameters()).device)
+
+
+# ---- targets ------------------------------------------------------------------------------------
+
+def depth_target(model: nn.Module, target_ratio: float | None, target_layers: int | None) -> tuple[int, dict]:
+    """Layers to keep, and the target as recorded. The granule is one layer."""
+    n = len(decoder_layers(model))
+    if target_ratio is not None and target_layers is not None:
+        raise LacoError("give either a target layer count or a target ratio, not both")
+    if target_ratio is not None:
+        keep = layers_for_ratio(model, target_ratio)
+        return keep, {"ratio": target_ratio, "layers": keep}
+    if target_layers is None:
+        raise LacoError("this method needs a target: target_ratio or target_layers")
+    if not 1 <= target_layers <= n:
+        raise LacoError(f"target of {target_layers} layers must lie in 1..{n}")
+    return target_layers, {"layers": target_layers}
+
+
+def parameter_target(model: nn.Module, target_ratio: float | None, target_layers: int | None) -> tuple[int, dict]:
+    """Parameters to remove, and the target as recorded. A layer target counts as the parameters
+    of that many decoder layers, so width methods can be matched to a depth method."""
+    if target_ratio is not None and target_layers is not None:
+        raise LacoError("give either a target layer count or a target ratio, not both")
+    total = parameter_count(model)
+    if target_ratio is not None:
+        if not 0 < target_ratio < 1:
+            raise LacoError(f"target ratio must lie in (0, 1), got {target_ratio}")
+        return round(target_ratio * total), {"ratio": target_ratio}
+    if target_layers is None:
+        raise LacoError("this method needs a target: target_ratio or target_layers")
+    layers = decoder_layers(model)
+    removed = (len(layers) - target_layers) * parameter_count(layers[0])
+    return removed, {"layers": target_layers, "ratio": removed / total}
+
+
+# ---- calibration statistics ---------------------------------------------------------------------
+
+def token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return (values * mask).sum().item() / mask.sum().item()
+
+
+@dataclass
+class LayerProfile:
+    """Statistics of one forward over the calibration tokens (padding excluded).
+
+    block_influence[i]: mean over tokens of 1 - cos(input of layer i, output of layer i) (ShortGPT).
+    pair_distance[i]: mean over tokens of arccos(cos(input of layer i, output of layer i+1)) / pi,
+        the angular distance across the adjacent pair (i, i+1).
+    channels[i]: {"o_proj": mean |input| per channel, "down_proj": the same} when asked for.
+    """
+
+    block_influence: list[float]
+    pair_distance: list[float]
+    channels: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def layer_profile(model: nn.Module, batch: dict, *, channels: bool = False) -> LayerProfile:
+    """One forward with hooks; statistics are accumulated on the fly, nothing per token is kept."""
+    layers = decoder_layers(model)
+    mask = batch["attention_mask"].to(torch.float32)
+    inputs: list[torch.Tensor] = []
+    influence: list[float] = []
+    distance: list[float] = []
+    stats: list[dict[str, torch.Tensor]] = [{} for _ in layers]
+
+    def on_layer(module, args, kwargs, output):
+        h_in = args[0] if args else kwargs["hidden_states"]
+        h_out = output[0] if isinstance(output, tuple) else output
+        influence.append(masked_mean(1 - token_cosine(h_in, h_out), mask))
+        if inputs:
+            cos = token_cosine(inputs[-1], h_out).clamp(-1, 1)
+            distance.append(masked_mean(torch.arccos(cos) / math.pi, mask))
+        inputs[:] = [h_in]
+
+    def channel_hook(i: int, name: str):
+        def hook(module, args):
+            x = args[0].float().abs() * mask.unsqueeze(-1)
+            stats[i][name] = x.sum(dim=(0, 1)) / mask.sum()
+        return hook
+
+    handles = [layer.register_forward_hook(on_layer, with_kwargs=True) for layer in layers]
+    if channels:
+        for i, layer in enumerate(layers):
+            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(channel_hook(i, "o_proj")))
+            handles.append(layer.mlp.down_proj.register_forward_pre_hook(channel_hook(i, "down_proj")))
+    try:
+        model.model(**batch, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return LayerProfile(influence, distance, stats if channels else [])
+
+
+# ---- slicing ------------------------------------------------------------------------------------
+
+def sliced_linear(linear: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    """A new linear layer holding the chosen output rows and input columns of `linear`."""
+    weight = linear.weight.detach()
+    if rows is not None:
+        weight = weight.index_select(0, rows.to(weight.device))
+    if cols is not None:
+        weight = weight.index_select(1, cols.to(weight.device))
+    bias = linear.bias
+    out = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None,
+                             device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        if bias is not None:
+            out.bias.copy_(bias.detach() if rows is None else bias.detach().index_select(0, rows.to(bias.device)))
+    return out
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Head counts of one attention module, read from its tensors (pruned layers differ)."""
+
+    head_dim: int
+    kv_heads: int
+    queries_per_kv: int
+
+    @classmethod
+    def of(cls, attn: nn.Module) -> AttentionLayout:
+        head_dim = attn.head_dim
+        kv = attn.k_proj.out_features // head_dim
+        return cls(head_dim, kv, attn.q_proj.out_features // head_dim // kv)
+
+    def query_channels(self, groups: torch.Tensor) -> torch.Tensor:
+        """q_proj rows (= o_proj columns) of the query heads of these KV groups. transformers pairs
+        query head h with KV head h // queries_per_kv, so a group's query heads are consecutive."""
+        span = self.queries_per_kv * self.head_dim
+        return (groups.view(-1, 1) * span + torch.arange(span)).flatten()
+
+    def kv_channels(self, groups: torch.Tensor) -> torch.Tensor:
+        return (groups.view(-1, 1) * self.head_dim + torch.arange(self.head_dim)).flatten()
+
+
+def keep_attention_groups(attn: nn.Module, groups: torch.Tensor) -> None:
+    """Keep only these KV groups (and their query heads) of `attn`, in the given order."""
+    layout = AttentionLayout.of(attn)
+    q, kv = layout.query_channels(groups), layout.kv_channels(groups)
+    attn.q_proj = sliced_linear(attn.q_proj, rows=q)
+    attn.k_proj = sliced_linear(attn.k_proj, rows=kv)
+    attn.v_proj = sliced_linear(attn.v_proj, rows=kv)
+    attn.o_proj = sliced_linear(attn.o_proj, cols=q)
+
+
+def keep_mlp_channels(mlp: nn.Module, channels: torch.Tensor) -> None:
+    mlp.gate_proj = sliced_linear(mlp.gate_proj, rows=channels)
+    mlp.up_proj = sliced_linear(mlp.up_proj, rows=channels)
+    mlp.down_proj = sliced_linear(mlp.down_proj, cols=channels)
+
+
+# ---- the record and reloading -------------------------------------------------------------------
+
+def outcome(
+    loaded,
+    method: str,
+    sentences: list[str],
+    *,
+    calibration_file: str | None,
+    config: dict,
+    target: dict,
+    params_before: int,
+    seed: int,
+    seconds: float,
+    loader: str = "transformers",
+    loadable: dict = STOCK_LOADABLE,
+    **details,
+) -> PruneOutcome:
+    """The pruned model with its provenance record: the common fields, then the method's details."""
+    record = common_record(loaded, method, sentences, calibration_file, config=config, target=target,
+                           params_before=params_before, seed=seed)
+    record.update(details)
+    return PruneOutcome(loaded.model, finish_record(record, prune_seconds=seconds, loader=loader, loadable=loadable))
+
+
+def load_restructured(folder, *, dtype: str, device: str, restructure: Callable[[nn.Module, dict], None]):
+    """Reload an output whose tensors do not fit its config: build the model from the config, let
+    `restructure(model, record)` give its modules the saved shapes, then load the weights strictly
+    (only tied copies may be absent)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from laco.loading import DTYPES
+    from laco.saving import read_provenance
+
+    record = read_provenance(folder)
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[dtype] if dtype != "auto" else None)
+    restructure(model, record)
+    state = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise LacoError(f"{folder}: weights do not fit the recorded structure "
+                        f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    if tied:
+        model.tie_weights()
+    model.to(device).eval()
+    return model, AutoTokenizer.from_pretrained(folder), record

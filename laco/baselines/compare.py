@@ -1,0 +1,119 @@
+"""LaCo and every baseline at LaCo's ratio on one model: achieved ratio, perplexity, pruning time.
+
+LaCo runs first (merge mode and hyper-parameters as given; defaults: the notebook's `reference`
+merge, C=4 L=1 I=2 T=0.65, H = the model's depth) and reaches some parameter ratio r; every
+baseline then prunes a fresh copy of the model to `target_ratio=r`. Perplexity is a quick check
+(the bench's perplexity measurement is the full one): non-overlapping windows of `window`
+tokens from the start of WikiText-2's raw test file (tokenized without special tokens), every
+token after the first of a window scored, PPL = exp(total NLL / tokens scored).
+
+    laco baselines-compare --model smollm2-135m --windows 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from laco import LacoError
+
+BASELINES = ("drop", "rule-merge", "shortgpt", "come", "llm-pruner", "slicegpt")
+WIKITEXT = "wikitext/wiki.test.raw"
+
+
+def data_dir(path: str | Path | None = None) -> Path:
+    """The evaluation data folder: `path`, else LACO_DATA_DIR, else ../shared/data beside the checkout."""
+    folder = Path(path or os.environ.get("LACO_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
+    if not (folder / WIKITEXT).is_file():
+        raise LacoError(f"{WIKITEXT} not found under {folder} (set LACO_DATA_DIR)")
+    return folder
+
+
+def wikitext_test(path: str | Path | None = None) -> str:
+    return (data_dir(path) / WIKITEXT).read_text(encoding="utf-8")
+
+
+@torch.no_grad()
+def window_perplexity(model, tokenizer, text: str, *, window: int = 512, n_windows: int = 16) -> dict:
+    """Perplexity over the first `n_windows` non-overlapping windows of `text`."""
+    ids = tokenizer(text[: window * n_windows * 8], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+    if len(ids) < window * n_windows:
+        raise LacoError(f"text too short for {n_windows} windows of {window} tokens")
+    device = next(model.parameters()).device
+    nll, scored = 0.0, 0
+    for w in range(n_windows):
+        chunk = ids[w * window : (w + 1) * window].to(device).unsqueeze(0)
+        logits = model(chunk, use_cache=False).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum").item()
+        scored += window - 1
+    return {"ppl": math.exp(nll / scored), "window": window, "n_windows": n_windows, "tokens_scored": scored,
+            "text": f"{WIKITEXT} from its start, no special tokens"}
+
+
+def summary(method: str, record: dict, ppl: dict) -> dict:
+    row = {"method": method, "target_ratio": (record.get("target") or {}).get("ratio"),
+           "pruning_ratio": record.get("parameters", {}).get("pruning_ratio", 0.0),
+           "ppl": ppl["ppl"], "prune_seconds": record.get("prune_seconds")}
+    if "n_layers_after" in record:
+        row["shape"] = f"{record['n_layers_after']} layers"
+    elif "sliced_width" in record:
+        row["shape"] = f"width {record['sliced_width']} of {record['hidden_size']}"
+    elif "removed_per_layer" in record:
+        r = record["removed_per_layer"]
+        row["shape"] = f"-{r['kv_groups']} KV groups, -{r['mlp_channels']} MLP channels in layers {record['config']['layer_range']}"
+    return row
+
+
+def compare_at_laco_ratio(model: str = "smollm2-135m", *, methods=BASELINES, sentences: list[str] | None = None,
+                          laco_params: dict | None = None, window: int = 512, n_windows: int = 16,
+                          data: str | Path | None = None, progress: bool = False) -> list[dict]:
+    """Rows (dense, laco, then each method at LaCo's ratio) with ratio, PPL, pruning time, shape."""
+    from laco.calibration import default_sentences
+    from laco.loading import load_model
+    from laco.pruners import get_pruner
+
+    for method in methods:
+        get_pruner(method)  # an unknown name fails before any work
+    sentences = sentences or default_sentences()
+    laco_params = {"merge": "reference", **(laco_params or {})}
+    text = wikitext_test(data)
+    loaded = load_model(model)
+    rows = [summary("dense", {}, window_perplexity(loaded.model, loaded.tokenizer, text, window=window, n_windows=n_windows))]
+    runs = [("laco", laco_params)] + [(m, {"merge": laco_params["merge"]} if m == "rule-merge" else {}) for m in methods]
+    ratio = None
+    for method, params in runs:
+        del loaded
+        gc.collect()
+        loaded = load_model(model)
+        out = get_pruner(method)(loaded, sentences, target_ratio=ratio, progress=progress, **params)
+        ppl = window_perplexity(out.model, loaded.tokenizer, text, window=window, n_windows=n_windows)
+        rows.append({**summary(method, out.record, ppl), "fingerprint": out.record["fingerprint"]})
+        if method == "laco":
+            ratio = out.record["parameters"]["pruning_ratio"]
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="laco baselines-compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--methods", nargs="+", default=list(BASELINES), help=f"default: {' '.join(BASELINES)}")
+    p.add_argument("--windows", type=int, default=16, help="number of 512-token windows for the perplexity")
+    p.add_argument("--data", help="evaluation data folder (default: LACO_DATA_DIR or ../shared/data)")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    from tabulate import tabulate
+
+    rows = compare_at_laco_ratio(args.model, methods=args.methods, n_windows=args.windows, data=args.data)
+    print(tabulate(rows, headers="keys", floatfmt=".4g"))
+    if args.json:  # atomic: a temp file beside the target, then a rename
+        out = Path(args.json)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(out)
+    return 0

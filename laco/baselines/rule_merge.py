@@ -1,0 +1,63 @@
+"""Rule-based merging (LaCo paper, appendix B.7): LaCo's merge without its similarity check.
+
+From the top of the model down, fixed groups of C adjacent layers are each merged into their
+lowest layer (the merge mode of `laco.merge`, Eq. 1 by default), until the target layer count is
+reached; the bottom half of the layers is never touched. The last group is smaller when the
+target needs fewer than C - 1 more deletions, so the target is met exactly (one-layer granule).
+"""
+
+from __future__ import annotations
+
+import time
+
+from laco import LacoError
+from laco.baselines.common import depth_target, outcome, reject_unknown
+from laco.merge import MERGE_MODES
+from laco.surgery import decoder_layers, parameter_count, set_layers
+
+
+def groups_from_top(n_layers: int, n_remove: int, C: int) -> list[tuple[int, int]]:
+    """(base, k) per group, top first: layers base..base+k become one; all above n_layers // 2."""
+    groups, top, left = [], n_layers, n_remove
+    while left > 0:
+        k = min(C - 1, left)
+        base = top - k - 1
+        if base < n_layers // 2:
+            raise LacoError(f"removing {n_remove} of {n_layers} layers with groups of C={C} reaches into the "
+                            f"bottom half, which rule-based merging leaves alone")
+        groups.append((base, k))
+        top, left = base, left - k
+    return groups
+
+
+def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
+          C: int = 4, merge: str = "paper", calibration_file: str | None = None, seed: int = 0,
+          progress: bool = True, **unknown):
+    reject_unknown("rule-merge", unknown)
+    if merge not in MERGE_MODES:
+        raise LacoError(f"unknown merge mode {merge!r}; choose one of {', '.join(MERGE_MODES)}")
+    if C < 2:
+        raise LacoError(f"C must be at least 2, got {C}")
+    model = loaded.model
+    layers = list(decoder_layers(model))
+    n = len(layers)
+    keep, target = depth_target(model, target_ratio, target_layers)
+    params_before = parameter_count(model)
+
+    start = time.perf_counter()
+    groups = groups_from_top(n, n - keep, C)
+    merged = {base: MERGE_MODES[merge](loaded.arch, layers, base, k) for base, k in groups}
+    inside = {i for base, k in groups for i in range(base + 1, base + k + 1)}
+    origin = [i for i in range(n) if i not in inside]
+    set_layers(model, [merged.get(i, layers[i]) for i in origin], origin)
+    seconds = time.perf_counter() - start
+
+    sources = [[i] if i not in merged else list(range(i, i + dict(groups)[i] + 1)) for i in origin]
+    return outcome(
+        loaded, "rule-merge", sentences, calibration_file=calibration_file,
+        config={"C": C, "merge": merge, "protected": f"layers 0..{n // 2 - 1} (the bottom half)"},
+        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        ablation="LaCo paper appendix B.7: fixed groups merged from the top, no similarity check",
+        merge_mode=merge, merge_mode_meaning=MERGE_MODES[merge].__doc__.strip().splitlines()[0],
+        n_layers_before=n, n_layers_after=len(origin), layer_sources=sources,
+    )
