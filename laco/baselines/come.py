@@ -26,6 +26,7 @@ import time
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from laco.baselines.common import (
     AttentionLayout,
@@ -110,6 +111,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     start = time.perf_counter()
     sources = [[i] for i in range(n)]
     steps = []
+    bar = tqdm(total=n - keep, desc="CoMe merges", disable=not progress, leave=False)
     while len(sources) > keep:
         layers = list(decoder_layers(model))
         profile = layer_profile(model, batch, channels=True)
@@ -124,6 +126,8 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
                       "angular_distance": profile.pair_distance[i], "block_influence": [bi_a, bi_b],
                       "share_first": share, **detail})
         sources[i : i + 2] = [sources[i] + sources[i + 1]]
+        bar.update()
+    bar.close()
     seconds = time.perf_counter() - start
 
     return outcome(

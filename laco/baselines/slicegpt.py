@@ -21,6 +21,11 @@ and Columns"): rotate the residual stream by PCA, then slice its width.
 
 With d' = d nothing is sliced and the model computes the same function (tests check it).
 
+Calibration size matters: with fewer calibration tokens than d' the PCA has lower rank than the
+basis it must fill, and the remaining directions are arbitrary; the record says so
+(`calibration_warning`). The project's default ten sentences (about 200 tokens on SmolLM2) are
+far below SliceGPT's own calibration (WikiText-2 training sequences of 2048 tokens in its paper).
+
 The blocks work in a width d' < config.hidden_size and carry shortcut matrices the Llama/Qwen
 architectures do not have, so neither stock transformers nor vLLM can load the output; `load`
 rebuilds the structure from the record.
@@ -33,6 +38,7 @@ import time
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from laco import LacoError
 from laco.baselines.common import (
@@ -168,14 +174,19 @@ def sliced_parameter_count(model: nn.Module, width: int) -> int:
 
 
 def width_for_target(model: nn.Module, target_after: int) -> int:
+    """The width whose parameter count comes closest to `target_after`. The count is quadratic in
+    the width (the shortcuts), so three evaluations give it for every width."""
     hidden = model.model.embed_tokens.embedding_dim
-    return min(range(1, hidden + 1), key=lambda w: abs(sliced_parameter_count(model, w) - target_after))
+    c0, c1, c2 = (sliced_parameter_count(model, w) for w in (0, 1, 2))
+    quad = (c2 - 2 * c1 + c0) // 2
+    count = lambda w: c0 + (c1 - c0 - quad) * w + quad * w * w  # noqa: E731
+    return min(range(1, hidden + 1), key=lambda w: abs(count(w) - target_after))
 
 
 # ---- the pruner ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float) -> list[float]:
+def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, progress: bool = False) -> list[float]:
     """Steps 2-4 on a folded model; returns the energy fraction each basis keeps."""
     hidden = model.model.embed_tokens.embedding_dim
     mask = batch["attention_mask"]
@@ -190,7 +201,7 @@ def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float) 
     embed.embedding_dim = width
     stream = (trace.inputs[0].double() @ basis).to(dtype)
     layers = decoder_layers(model)
-    for i, layer in enumerate(list(layers)):
+    for i, layer in enumerate(tqdm(list(layers), desc="SliceGPT layers", disable=not progress, leave=False)):
         attn, mlp = layer.self_attn, layer.mlp
         for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
             read_through(linear, basis)
@@ -244,7 +255,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     tied = untie_and_fold_norms(model)
     width = round((1 - slicing) * hidden) if slicing is not None else width_for_target(model, params_before - budget)
     granule = sliced_parameter_count(model, width) - sliced_parameter_count(model, width - 1) if width > 1 else None
-    kept = rotate_and_slice(model, batch, width, damping)
+    kept = rotate_and_slice(model, batch, width, damping, progress)
     seconds = time.perf_counter() - start
 
     return outcome(

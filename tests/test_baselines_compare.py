@@ -1,0 +1,32 @@
+"""The quick perplexity and the LaCo-ratio comparison, on tiny models."""
+
+import math
+
+import pytest
+import torch
+from conftest import tiny_loaded
+
+from laco.baselines.compare import compare_at_laco_ratio, window_perplexity
+
+
+def test_window_perplexity_is_the_exp_of_the_models_mean_loss():
+    loaded = tiny_loaded("llama")
+    text = "The quick brown fox jumps over the lazy dog. " * 20
+    result = window_perplexity(loaded.model, loaded.tokenizer, text, window=32, n_windows=3)
+    ids = loaded.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :96]
+    with torch.no_grad():
+        losses = [loaded.model(ids[:, w * 32 : (w + 1) * 32], labels=ids[:, w * 32 : (w + 1) * 32]).loss.item()
+                  for w in range(3)]
+    assert result["ppl"] == pytest.approx(math.exp(sum(losses) / 3), rel=1e-5)
+    assert (result["window"], result["n_windows"], result["tokens_scored"]) == (32, 3, 93)
+
+
+def test_compare_runs_every_method_at_lacos_ratio(tiny_folder, data_dir):
+    rows = compare_at_laco_ratio(str(tiny_folder), methods=["shortgpt", "llm-pruner"], laco_params={"T": 0.05},
+                                 window=32, n_windows=2, data=data_dir)
+    assert [r["method"] for r in rows] == ["dense", "laco", "shortgpt", "llm-pruner"]
+    laco_ratio = rows[1]["pruning_ratio"]
+    assert rows[0]["pruning_ratio"] == 0 and laco_ratio > 0
+    assert all(r["target_ratio"] == laco_ratio for r in rows[2:])
+    assert rows[2]["pruning_ratio"] == pytest.approx(laco_ratio)  # same layer count
+    assert all(math.isfinite(r["ppl"]) and r["prune_seconds"] > 0 for r in rows[1:])
