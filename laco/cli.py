@@ -12,6 +12,7 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model by Layer Collapse and save it with provenance"),
+    "bench": ("bench.cli:bench_main", "measure dense and pruned models of a profile into a resumable run directory"),
 }
 
 
