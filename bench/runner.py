@@ -46,7 +46,8 @@ class RunContext:
 
     def pruned_load_args(self, folder: Path) -> dict:
         m = self.profile["model"]
-        return {"kind": "pruned", "folder": str(folder), "dtype": m["dtype"], "device": m["device"]}
+        return {"kind": "pruned", "folder": str(folder), "dtype": m["dtype"], "device": m["device"],
+                "device_map": m["device_map"], "trust_remote_code": m["trust_remote_code"]}
 
     @cached_property
     def _tasks(self):

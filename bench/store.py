@@ -5,7 +5,8 @@
     runs/<ID>/results/<key>/<measurement>.json
 
 A result is reused on a re-run when its file holds the same model fingerprint and the same
-settings hash; anything else is measured again. Because every file is renamed into place only
+settings hash and its status is "ok"; anything else is measured again ("n/a" too: the reason is
+either found at once, like a missing environment, or may be gone, like an engine that failed). Because every file is renamed into place only
 when complete, an interrupted run loses at most the measurement that was in flight.
 """
 
@@ -107,13 +108,13 @@ class RunStore:
         return read_json(self.result_path(key, measurement))
 
     def is_fresh(self, key: str, measurement: str, model_fingerprint: str, settings_digest: str) -> bool:
-        """True when the stored result was measured on the same model with the same settings."""
+        """True when the stored result is "ok" and was measured on the same model with the same settings."""
         doc = self.read_result(key, measurement)
         return bool(
             doc
             and doc.get("model_fingerprint") == model_fingerprint
             and doc.get("settings_hash") == settings_digest
-            and doc.get("status") in RESULT_STATUSES
+            and doc.get("status") == "ok"
         )
 
     def write_result(self, doc: dict) -> Path:

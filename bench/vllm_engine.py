@@ -2,7 +2,7 @@
 
 vLLM pins its own torch and transformers, so it lives in an environment of its own (`tox -e
 vllm` builds one at .tox/vllm; any other is named by env LACO_VLLM_PYTHON or the profile's
-vllm.python) and the main environment never imports it. The bench runs `bench/vllm_worker.py`
+vllm.python) and the main environment never imports it. The bench runs `bench.vllm_worker`
 with that interpreter on the saved weights folder. A missing environment, a model the pruner
 marks as not loadable by vLLM, or a model vLLM fails to load gives an "n/a" result with the
 reason; nothing is skipped silently.
@@ -23,7 +23,6 @@ from bench.subject import Outcome
 PYTHON_ENV = "LACO_VLLM_PYTHON"
 RESULT_PREFIX = "LACO_VLLM "
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = ROOT / "bench" / "vllm_worker.py"
 
 
 def vllm_python(profile: dict) -> str | None:
@@ -57,6 +56,7 @@ def vllm_settings(profile: dict) -> dict:
     version, problem = probe(python) if python else (None, None)
     v = profile["vllm"]
     return {"python": python, "version": version, "problem": problem, "dtype": profile["model"]["dtype"],
+            "trust_remote_code": profile["model"]["trust_remote_code"],
             **{k: v[k] for k in ("tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
                                  "enforce_eager", "cpu_kvcache_gib")}}
 
@@ -117,7 +117,7 @@ def run_worker(v: dict, job: dict, log: Path, timeout_s: float) -> dict | str:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(v["cpu_kvcache_gib"])
     with open(log, "w", encoding="utf-8") as out:
         # own session: on a timeout the whole process group (vLLM's engine processes) is stopped
-        proc = subprocess.Popen([v["python"], str(WORKER), json.dumps(job)], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([v["python"], "-m", "bench.vllm_worker", json.dumps(job)], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=ROOT, start_new_session=True)
         try:
             proc.wait(timeout=timeout_s)

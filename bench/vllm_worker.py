@@ -1,6 +1,9 @@
 """The vLLM side of the bench; runs with the vLLM environment's python, never imported by the bench.
 
-    python bench/vllm_worker.py '<job json>'
+    PYTHONPATH=<project root> python -m bench.vllm_worker '<job json>'
+
+(as a module: run as a script, its folder would come first on sys.path and bench/profile.py
+would shadow the standard library's `profile`, which torch imports.)
 
 Jobs: "throughput" (timed `LLM.generate` on fixed random prompts, EOS ignored) and "accuracy"
 (lm-eval's vllm backend through `bench.lm_eval_run`). The result is printed as one line
@@ -13,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 RESULT_PREFIX = "LACO_VLLM "
 
@@ -22,7 +24,7 @@ def engine_args(job: dict) -> dict:
     v = job["vllm"]
     args = {"model": job["model"], "dtype": v["dtype"], "tensor_parallel_size": v["tensor_parallel_size"],
             "gpu_memory_utilization": v["gpu_memory_utilization"], "enforce_eager": v["enforce_eager"],
-            "seed": job.get("seed", 0)}
+            "trust_remote_code": v.get("trust_remote_code", False), "seed": job.get("seed", 0)}
     if v.get("max_model_len"):
         args["max_model_len"] = v["max_model_len"]
     return args
@@ -63,7 +65,6 @@ def accuracy(job: dict) -> dict:
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     job = json.loads(sys.argv[1])
     result = {"throughput": throughput, "accuracy": accuracy}[job["task"]](job)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
