@@ -12,7 +12,7 @@ from importlib import metadata
 
 from bench.lm_eval_run import request_cache_name, run_lm_eval
 from bench.subject import Outcome, model_device
-from bench.tasks import NOT_IN_LM_EVAL, default_metric
+from bench.tasks import NOT_IN_LM_EVAL, PAPER_BENCHMARKS, default_metric
 from laco.provenance import fingerprint
 
 
@@ -49,7 +49,10 @@ def measure(subject, settings: dict, ctx) -> Outcome:
     raw = evaluate(subject, settings["tasks"], settings, ctx)
     if isinstance(raw, Outcome):
         return raw
-    values = {"lm_eval_version": settings["lm_eval"], "tasks": {}, "not_available": dict(settings["not_available"])}
+    values = {"lm_eval_version": settings["lm_eval"], "tasks": {}, "not_available": dict(settings["not_available"]),
+              # the paper's benchmarks lm-eval has but this profile leaves out (for time, say)
+              "not_in_profile": {b: t for b, t in PAPER_BENCHMARKS.items()
+                                 if t and t not in settings["tasks"] and t not in settings["not_available"]}}
     for name, opts in settings["tasks"].items():
         values["tasks"][name] = task_scores(raw, name, opts["metric"])
     return Outcome("ok", None, values)
