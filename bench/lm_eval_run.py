@@ -1,0 +1,86 @@
+"""One lm-eval evaluation over the generated task folder, with per-task item limits.
+
+Imported by the main process (HFLM on the in-memory model) and by the vLLM worker (lm-eval's
+`vllm` backend, in the vLLM environment), so it needs nothing but lm-eval and the standard
+library. Returns plain JSON-able data; `bench.accuracy` turns it into the result schema.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def request_cache_name(model_fingerprint: str, model_side: str) -> str:
+    """File stem of lm-eval's request cache (CachingLM adds "_rank<N>.db").
+
+    lm-eval keys cached answers by the request alone, with no model identity: two models given
+    one cache file would share answers. The stem therefore carries the model fingerprint and a
+    digest of everything on the model side that changes an answer (backend, device, dtype,
+    context length)."""
+    return f"requests-{model_fingerprint}-{model_side}"
+
+
+def run_lm_eval(
+    lm,
+    tasks: dict[str, dict],
+    *,
+    task_folder: str,
+    include_builtin: bool,
+    cache_path: str | None,
+    seed: int,
+    bootstrap_iters: int,
+    model_args: dict | None = None,
+) -> dict:
+    """Evaluate `tasks` ({name: {limit, num_fewshot}}) with `lm` (an LM object or a backend name
+    such as "vllm" with `model_args`); returns {"results", "n", "task_hashes", "subtasks"}."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import hash_string
+
+    manager = TaskManager(include_defaults=include_builtin, include_path=task_folder)
+    objects, samples, subtasks = [], {}, {}
+    for name, opts in tasks.items():
+        loaded = manager.load([name])
+        top = loaded["groups"].get(name) or loaded["tasks"][name]
+        objects.append(top)
+        subtasks[name] = sorted(loaded["tasks"])
+        for leaf_name, leaf in loaded["tasks"].items():
+            leaf.set_config(key="num_fewshot", value=opts.get("num_fewshot") or 0)
+            if opts.get("limit") is not None:  # the first N items, as lm-eval's own --limit takes them
+                samples[leaf_name] = list(range(min(opts["limit"], len(leaf.eval_docs))))
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        model_args=model_args,
+        tasks=objects,
+        task_manager=manager,
+        samples=samples or None,
+        use_cache=cache_path,
+        bootstrap_iters=bootstrap_iters,
+        log_samples=True,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
+    )
+    # The task hash as lm-eval's EvaluationTracker computes it: a hash over every sample's
+    # document, prompt and target hashes.
+    task_hashes = {
+        task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in items))
+        for task, items in out.get("samples", {}).items()
+    }
+    n = {task: int(v.get("effective", v.get("original", 0))) for task, v in out.get("n-samples", {}).items()}
+    return {"results": _plain(out["results"]), "n": n, "task_hashes": task_hashes, "subtasks": subtasks}
+
+
+def _plain(obj):
+    """Results as JSON-able floats; lm-eval leaves numpy scalars, NaN, and "N/A" for a stderr it
+    cannot compute (e.g. a group of one item per task): those become None."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item"):
+        obj = obj.item()
+    if (isinstance(obj, float) and math.isnan(obj)) or obj == "N/A":
+        return None
+    return obj

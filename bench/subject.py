@@ -1,0 +1,99 @@
+"""A model under measurement, loaded only when a measurement needs it in this process.
+
+`load_args` is plain JSON, so a fresh subprocess (the memory worker) loads exactly the same
+model as the main process would: the dense spec through `laco.loading.load_model`, a pruned
+output through `laco.pruners.load_pruned`.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Outcome:
+    status: str = "ok"  # "ok" | "n/a"
+    reason: str | None = None
+    values: dict = field(default_factory=dict)
+
+    @classmethod
+    def not_available(cls, reason: str) -> Outcome:
+        return cls("n/a", reason, {})
+
+
+@dataclass
+class Subject:
+    key: str  # "dense" or the method's label
+    method: str  # "dense" or the pruner name
+    fingerprint: str
+    record: dict  # the pruner's provenance record ({} for dense)
+    load_args: dict  # {"kind": "dense", "spec", "dtype", "device", "device_map", "trust_remote_code"}
+    #                  or {"kind": "pruned", "folder", "dtype", "device", "device_map", "trust_remote_code"}
+    folder: str | None = None  # a folder (or hub id) other engines (vLLM) can load
+    _loaded: tuple | None = None
+
+    def model_and_tokenizer(self):
+        if self._loaded is None:
+            self._loaded = load(self.load_args)
+        return self._loaded
+
+    def adopt(self, model, tokenizer) -> None:
+        """Use a model already in memory (the one just pruned) instead of loading it again."""
+        self._loaded = (model, tokenizer)
+
+    def release(self) -> None:
+        self._loaded = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def load(args: dict):
+    if args["kind"] == "dense":
+        from laco.loading import load_model
+
+        loaded = load_model(args["spec"], dtype=args["dtype"], device=args["device"],
+                            trust_remote_code=args.get("trust_remote_code", False), device_map=args.get("device_map"))
+        return loaded.model, loaded.tokenizer
+    from laco.pruners import load_pruned
+    from laco.saving import read_provenance
+
+    remote, device_map = args.get("trust_remote_code", False), args.get("device_map")
+    if (remote or device_map) and read_provenance(args["folder"]).get("loader", "transformers") == "transformers":
+        # laco.pruners.load_pruned takes neither trust_remote_code (Baichuan2) nor a device_map (70B)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from laco.loading import DTYPES
+
+        model = AutoModelForCausalLM.from_pretrained(args["folder"], dtype=DTYPES[args["dtype"]], device_map=device_map,
+                                                     trust_remote_code=remote)
+        if device_map is None:
+            model.to(args["device"])
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(args["folder"], trust_remote_code=remote)
+    else:
+        model, tokenizer, _ = load_pruned(args["folder"], dtype=args["dtype"], device=args["device"])
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def dense_folder(source) -> str:
+    """Where other engines find the dense weights: the converted folder of a GGUF, the model
+    folder itself, or the hub id."""
+    if source.kind in ("embedded", "gguf"):
+        from laco.loading import gguf_cache_folder
+
+        return str(gguf_cache_folder(Path(source.path), source.sha256))
+    return source.path or source.spec
+
+
+def model_device(args: dict) -> str:
+    return "cuda" if args.get("device_map") else args["device"]

@@ -1,0 +1,67 @@
+"""Profiles: the shipped ones load, carry the paper's settings, and bad input fails clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.profile import load_profile, profile_names, resolve_profile
+from laco import LacoError
+from laco.collapse import PAPER_SETTINGS
+
+SHIPPED = {"smoke", "smollm2-135m", "llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
+
+
+def test_every_shipped_profile_resolves():
+    assert set(profile_names()) == SHIPPED
+    for name in SHIPPED:
+        resolved_name, profile = load_profile(name)
+        assert resolved_name == name and profile["model"]["spec"]
+        assert profile["methods"][0]["name"] == "laco" and profile["methods"][0]["params"]["merge"] == "reference"
+
+
+@pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b"])
+def test_gpu_profiles_use_the_paper_table_8_setting(name):
+    config, _ = PAPER_SETTINGS[name]
+    for method in load_profile(name)[1]["methods"]:
+        assert {k: method["params"][k] for k in "CLHIT"} == {k: getattr(config, k) for k in "CLHIT"}
+
+
+def test_70b_profile_sets_the_multi_gpu_paths():
+    profile = load_profile("llama2-70b")[1]
+    assert profile["model"]["device_map"] == "auto"
+    assert profile["accuracy"]["backend"] == "vllm" and profile["vllm"]["tensor_parallel_size"] > 1
+    assert "throughput_vllm" in profile["measurements"]
+
+
+def base(**extra) -> dict:
+    return {"model": {"spec": "smollm2-135m"}, **extra}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (base(acuracy={}), "unknown key 'acuracy'"),
+    (base(accuracy={"batchsize": 4}), "unknown key 'batchsize'"),
+    ({"model": {}}, "model.spec is required"),
+    (base(measurements=["accuracy", "speed"]), "unknown measurements ['speed']"),
+    (base(methods=[{"name": "not-a-pruner"}]), "not registered in laco.pruners.PRUNERS"),
+    (base(methods=[{"name": "laco"}, {"name": "laco"}]), "label 'laco' is used twice"),
+    (base(methods=[{"name": "laco", "label": "dense"}]), "other than 'dense'"),
+    (base(methods=[{"name": "laco", "target": "match:later"}]), "must be 'match:LABEL' of an earlier method"),
+    (base(methods=[{"name": "laco", "target": 1.5}]), "ratio in (0, 1)"),
+    (base(accuracy={"tasks": {"piqa": {"metric": "f1"}}}), "must be 'acc' or 'acc_norm'"),
+])
+def test_bad_profiles_fail_with_a_clear_message(raw, message):
+    with pytest.raises(LacoError) as err:
+        resolve_profile(raw, "p")
+    assert message in str(err.value)
+
+
+def test_match_target_and_defaults():
+    profile = resolve_profile(base(methods=[{"name": "laco"}, {"name": "laco", "label": "b", "target": "match:laco"}]))
+    assert [m["label"] for m in profile["methods"]] == ["laco", "b"]
+    assert profile["methods"][1]["target"] == "match:laco" and profile["methods"][0]["params"] == {}
+    assert profile["perplexity"]["window"] == 512 and profile["model"]["dtype"] == "float32"
+
+
+def test_unknown_profile_name_suggests_the_closest():
+    with pytest.raises(LacoError, match="did you mean 'smollm2-135m'"):
+        load_profile("smollm2-13m")
