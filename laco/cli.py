@@ -75,49 +75,34 @@ def prune_parser() -> argparse.ArgumentParser:
     return p
 
 
-def collapse_config(args) -> "CollapseConfig":  # noqa: F821
-    from dataclasses import replace
-
-    from laco.collapse import CollapseConfig, paper_setting
-
-    cfg = paper_setting(args.paper_setting) if args.paper_setting else CollapseConfig()
-    overrides = {k: getattr(args, k) for k in "CLHIT" if getattr(args, k) is not None}
-    return replace(cfg, merge=args.merge, **overrides)
-
-
 def prune_main(argv: list[str]) -> int:
     args = prune_parser().parse_args(argv)
-    from dataclasses import replace
-
     from laco.calibration import load_sentences
-    from laco.collapse import PAPER_SETTINGS
+    from laco.collapse import make_config
     from laco.loading import load_model
-    from laco.prune import prune_laco
+    from laco.pruners import laco_pruner
     from laco.saving import check_output, save_pruned
 
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    hyper = {k: getattr(args, k) for k in "CLHIT" if getattr(args, k) is not None}
     check_output(args.out, args.force)
     sentences = load_sentences(args.calibration)
-    config = collapse_config(args).validate()
+    make_config(merge=args.merge, paper_setting_name=args.paper_setting, **hyper).validate()  # before loading
     loaded = load_model(args.model, dtype=args.dtype, device=args.device,
                         trust_remote_code=args.trust_remote_code, device_map=args.device_map)
-    if args.paper_setting and args.H is None:  # scale the paper's H to this model's depth
-        n = loaded.model.config.num_hidden_layers
-        if config.H == PAPER_SETTINGS[args.paper_setting][1]:
-            config = replace(config, H=n)
-    result, record = prune_laco(
-        loaded, config, sentences, calibration_file=args.calibration, engine=args.engine,
-        target_layers=args.target_layers, target_ratio=args.target_ratio,
-        compare_engines=args.compare_engines, seed=args.seed, progress=not args.quiet,
-    )
+    record = laco_pruner(
+        loaded, sentences, target_ratio=args.target_ratio, target_layers=args.target_layers, merge=args.merge,
+        paper_setting=args.paper_setting, calibration_file=args.calibration, engine=args.engine,
+        compare_engines=args.compare_engines, seed=args.seed, progress=not args.quiet, **hyper,
+    ).record
     out = save_pruned(loaded.model, loaded.tokenizer, args.out, record, force=args.force)
-    params = record["parameters"]
-    print(f"{loaded.source.model_id}: {result.n_layers_before} -> {result.n_layers_after} layers, "
-          f"{params['pruning_ratio']:.1%} of parameters removed, merge={result.config.merge}, "
-          f"T={result.config.T:.4g}, search {result.search_seconds:.1f}s -> {out}")
+    config = record["config"]
+    print(f"{loaded.source.model_id}: {record['n_layers_before']} -> {record['n_layers_after']} layers, "
+          f"{record['parameters']['pruning_ratio']:.1%} of parameters removed, merge={config['merge']}, "
+          f"T={config['T']:.4g}, search {record['search_seconds']:.1f}s -> {out}")
     if record["engine_comparison"]:
         c = record["engine_comparison"]
         print(f"engines: naive {c['naive_seconds']:.1f}s, cached {c['cached_seconds']:.1f}s, "

@@ -92,6 +92,16 @@ def paper_setting(name: str, n_layers: int | None = None) -> CollapseConfig:
     return replace(cfg, H=n_layers)
 
 
+def make_config(*, merge: str = "paper", paper_setting_name: str | None = None, n_layers: int | None = None,
+                **hyper: int | float) -> CollapseConfig:
+    """The defaults or a Table 8 row (H scaled to `n_layers`), then the given C, L, H, I, T."""
+    unknown = set(hyper) - set("CLHIT")
+    if unknown:
+        raise LacoError(f"unknown LaCo hyper-parameters {sorted(unknown)}; known: C, L, H, I, T")
+    base = paper_setting(paper_setting_name, n_layers) if paper_setting_name else CollapseConfig()
+    return replace(base, merge=merge, **hyper)
+
+
 @dataclass
 class Step:
     pointer: int  # the merge base, as an index into the layer list at that moment

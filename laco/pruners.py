@@ -76,27 +76,21 @@ def laco_pruner(
     paper_setting: str | None = None,
     calibration_file: str | None = None,
     engine: str = "cached",
+    compare_engines: bool = False,
     seed: int = 0,
     progress: bool = True,
     **hyper: int | float,
 ) -> PruneOutcome:
     """LaCo; `hyper` takes C, L, H, I, T (override the paper setting or the defaults)."""
-    from dataclasses import replace
-
-    from laco.collapse import PAPER_SETTINGS, CollapseConfig, paper_setting as setting
+    from laco.collapse import make_config
     from laco.prune import prune_laco
 
-    unknown = set(hyper) - set("CLHIT")
-    if unknown:
-        raise LacoError(f"unknown LaCo hyper-parameters {sorted(unknown)}; known: C, L, H, I, T")
-    n_layers = loaded.model.config.num_hidden_layers
-    config = setting(paper_setting, n_layers) if paper_setting else CollapseConfig()
-    config = replace(config, merge=merge, **hyper)
-    if paper_setting and "H" not in hyper and config.H == PAPER_SETTINGS[paper_setting][1]:
-        config = replace(config, H=n_layers)
+    config = make_config(merge=merge, paper_setting_name=paper_setting,
+                         n_layers=loaded.model.config.num_hidden_layers, **hyper)
     result, record = prune_laco(
         loaded, config, sentences, calibration_file=calibration_file, engine=engine,
-        target_layers=target_layers, target_ratio=target_ratio, seed=seed, progress=progress,
+        target_layers=target_layers, target_ratio=target_ratio, compare_engines=compare_engines,
+        seed=seed, progress=progress,
     )
     return PruneOutcome(loaded.model, finish_record(record, prune_seconds=result.search_seconds))
 

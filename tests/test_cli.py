@@ -34,6 +34,7 @@ def test_prune_writes_a_complete_folder(tiny_folder, tmp_path, capsys):
     assert removed == (8 - record["n_layers_after"]) * per_layer > 0
     assert {"torch", "transformers", "python"} <= set(record["libraries"])
     assert record["calibration"]["sentences"] == 10 and record["seed"] == 0
+    assert record["loader"] == "transformers" and record["prune_seconds"] == record["search_seconds"]
     assert "layers" in capsys.readouterr().out
     assert leftovers(tmp_path) == []
 
