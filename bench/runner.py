@@ -107,7 +107,15 @@ def run_profile(
         dense.release()
         for method in profile["methods"]:
             bar.set_postfix_str(f"{method['label']}: pruning")
-            subject = pruned_subject(method, ctx, dense.fingerprint, sentences)
+            try:
+                subject = pruned_subject(method, ctx, dense.fingerprint, sentences)
+            except (KeyboardInterrupt, LacoError):
+                raise
+            except Exception as exc:  # a broken pruner must not stop the other methods
+                failures.append(f"{method['label']}/pruning: {type(exc).__name__}: {exc}")
+                bar.write(f"FAILED {method['label']}/pruning: {traceback.format_exc(limit=-3)}")
+                bar.update(len(names))
+                continue
             measure_subject(subject, ctx, bar, failures, on_result)
             subject.release()
     if not failures:

