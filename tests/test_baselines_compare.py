@@ -30,3 +30,16 @@ def test_compare_runs_every_method_at_lacos_ratio(tiny_folder, data_dir):
     assert all(r["target_ratio"] == laco_ratio for r in rows[2:])
     assert rows[2]["pruning_ratio"] == pytest.approx(laco_ratio)  # same layer count
     assert all(math.isfinite(r["ppl"]) and r["prune_seconds"] > 0 for r in rows[1:])
+
+
+def test_compare_command_reports_bad_input_in_one_line(tiny_folder, data_dir, tmp_path, capsys):
+    from laco.cli import main
+
+    out = tmp_path / "rows.json"
+    # LaCo's default T=0.65 merges nothing on this random tiny model: there is no ratio to match
+    argv = ["baselines-compare", "--model", str(tiny_folder), "--methods", "shortgpt", "--window", "32",
+            "--windows", "2", "--data", str(data_dir), "--json", str(out)]
+    assert main(argv) == 2 and not out.exists()
+    assert "no ratio to match" in capsys.readouterr().err
+    assert main(["baselines-compare", "--methods", "shortgtp"]) == 2
+    assert "did you mean 'shortgpt'" in capsys.readouterr().err

@@ -27,6 +27,14 @@ def logits(model, tokenizer):
         return model(**batch).logits
 
 
+def generates_alike_with_and_without_cache(model, tokenizer):
+    """Pruned layers with fewer KV heads, or sliced widths, must work with the KV cache."""
+    ids = tokenizer(["Hello there"], return_tensors="pt")
+    greedy = [model.generate(**ids, max_new_tokens=8, min_new_tokens=8, do_sample=False, use_cache=cache,
+                             pad_token_id=tokenizer.pad_token_id)[0].tolist() for cache in (True, False)]
+    return greedy[0] == greedy[1]
+
+
 def save_and_reload(out, tokenizer, folder):
     save_pruned(out.model, tokenizer, folder, out.record)
     model, tok, record = load_pruned(folder)
@@ -62,6 +70,7 @@ def test_llm_pruner_meets_ratio_within_one_channel_per_pruned_layer(model_type, 
             torch.testing.assert_close(layer.state_dict(), originals[i], rtol=0, atol=0)
     assert drop["mlp_channels"] > 0
     assert record["loader"] == llm_pruner.LOADER and record["loadable"]["transformers"] is False
+    assert generates_alike_with_and_without_cache(out.model, loaded.tokenizer)
 
     before = logits(out.model, loaded.tokenizer)
     assert torch.isfinite(before).all()
@@ -159,6 +168,7 @@ def test_slicegpt_meets_ratio_within_one_dimension_and_reloads(variant, tmp_path
         assert layer.self_attn.q_proj.out_features == 64  # heads untouched
     assert record["loader"] == slicegpt.LOADER and record["loadable"] == slicegpt.NOT_STOCK
     assert record["calibration_tokens"] == int(tokenize(loaded.tokenizer, SENTENCES)["attention_mask"].sum())
+    assert generates_alike_with_and_without_cache(model, loaded.tokenizer)
 
     before = logits(model, loaded.tokenizer)
     assert torch.isfinite(before).all()

@@ -69,7 +69,7 @@ def concat_merge(arch, a: nn.Module, b: nn.Module, stats_a: dict, stats_b: dict,
     chosen_a = top_units(group_sensitivity(a, stats_a), groups_a)
     chosen_b = top_units(group_sensitivity(b, stats_b), G - groups_a)
     attn = merged.self_attn
-    picks = [(a.self_attn, chosen_a), (b.self_attn, chosen_b)]
+    picks = [(s, g) for s, g in ((a.self_attn, chosen_a), (b.self_attn, chosen_b)) if len(g)]
     for name in ("q_proj", "k_proj", "v_proj"):
         channels = layout.query_channels if name == "q_proj" else layout.kv_channels
         fill_concatenated(getattr(attn, name), [sliced_linear(getattr(s, name), rows=channels(g)) for s, g in picks], 0)
@@ -84,9 +84,10 @@ def concat_merge(arch, a: nn.Module, b: nn.Module, stats_a: dict, stats_b: dict,
     kept_a = top_units(channel_sensitivity(a, stats_a), channels_a)
     kept_b = top_units(channel_sensitivity(b, stats_b), width - channels_a)
     mlp = merged.mlp
+    parts = [(s.mlp, c) for s, c in ((a, kept_a), (b, kept_b)) if len(c)]
     for name in ("gate_proj", "up_proj"):
-        fill_concatenated(getattr(mlp, name), [sliced_linear(getattr(s.mlp, name), rows=c) for s, c in ((a, kept_a), (b, kept_b))], 0)
-    fill_concatenated(mlp.down_proj, [sliced_linear(s.mlp.down_proj, cols=c) for s, c in ((a, kept_a), (b, kept_b))], 1)
+        fill_concatenated(getattr(mlp, name), [sliced_linear(getattr(m, name), rows=c) for m, c in parts], 0)
+    fill_concatenated(mlp.down_proj, [sliced_linear(m.down_proj, cols=c) for m, c in parts], 1)
 
     for out_proj in ("self_attn.o_proj", "mlp.down_proj"):  # output biases: both layers' shares
         bias = merged.get_submodule(out_proj).bias

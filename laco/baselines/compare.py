@@ -96,6 +96,8 @@ def compare_at_laco_ratio(model: str = "smollm2-135m", *, methods=BASELINES, sen
         rows.append({**summary(method, out.record, ppl), "fingerprint": out.record["fingerprint"]})
         if method == "laco":
             ratio = out.record["parameters"]["pruning_ratio"]
+            if ratio <= 0:
+                raise LacoError(f"LaCo removed nothing with {laco_params}: there is no ratio to match")
     return rows
 
 
@@ -103,13 +105,15 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="laco baselines-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--methods", nargs="+", default=list(BASELINES), help=f"default: {' '.join(BASELINES)}")
-    p.add_argument("--windows", type=int, default=16, help="number of 512-token windows for the perplexity")
+    p.add_argument("--windows", type=int, default=16, help="number of windows for the perplexity (default 16)")
+    p.add_argument("--window", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--data", help="evaluation data folder (default: LACO_DATA_DIR or ../shared/data)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
     from tabulate import tabulate
 
-    rows = compare_at_laco_ratio(args.model, methods=args.methods, n_windows=args.windows, data=args.data)
+    rows = compare_at_laco_ratio(args.model, methods=args.methods, window=args.window, n_windows=args.windows,
+                                 data=args.data)
     print(tabulate(rows, headers="keys", floatfmt=".4g"))
     if args.json:  # atomic: a temp file beside the target, then a rename
         out = Path(args.json)
