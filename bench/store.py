@@ -6,7 +6,8 @@
 
 A result is reused on a re-run when its file holds the same model fingerprint and the same
 settings hash and its status is "ok"; anything else is measured again ("n/a" too: the reason is
-either found at once, like a missing environment, or may be gone, like an engine that failed). Because every file is renamed into place only
+either found at once, like a missing environment, or may be gone, like an engine that failed).
+Because every file is renamed into place only
 when complete, an interrupted run loses at most the measurement that was in flight.
 """
 

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("laco.report.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
     "compare": ("laco.report.commands:compare_main", "per-metric deltas of run B vs run A; exit 1 on a regression"),
     "gate": ("laco.report.commands:gate_main", "release gate of a run; exit 1 when a gated claim fails"),
-    "baselines-compare": ("laco.baselines.compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
+    "baselines-compare": ("bench.baselines_compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
     "bench": ("bench.cli:bench_main", "measure dense and pruned models of a profile into a resumable run directory"),
 }
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import tiny_loaded
 
-from laco.baselines.compare import compare_at_laco_ratio, window_perplexity
+from bench.baselines_compare import compare_at_laco_ratio, window_perplexity
 
 
 def test_window_perplexity_is_the_exp_of_the_models_mean_loss():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from laco.baselines.compare import window_perplexity
+from bench.baselines_compare import window_perplexity
 from laco.calibration import default_sentences
 from laco.pruners import get_pruner
 

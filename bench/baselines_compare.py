@@ -3,7 +3,7 @@
 LaCo runs first (merge mode and hyper-parameters as given; defaults: the notebook's `reference`
 merge, C=4 L=1 I=2 T=0.65, H = the model's depth) and reaches some parameter ratio r; every
 baseline then prunes a fresh copy of the model to `target_ratio=r`. Perplexity is a quick check
-(the bench's perplexity measurement is the full one): non-overlapping windows of `window`
+(the protocol of bench.perplexity): non-overlapping windows of `window`
 tokens from the start of WikiText-2's raw test file (tokenized without special tokens), every
 token after the first of a window scored, PPL = exp(total NLL / tokens scored).
 
@@ -15,21 +15,19 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import os
 from pathlib import Path
 
-import torch
-
+from bench import perplexity
 from laco import LacoError
 
 BASELINES = ("drop", "rule-merge", "shortgpt", "come", "llm-pruner", "slicegpt")
-WIKITEXT = "wikitext/wiki.test.raw"
+WIKITEXT = perplexity.RAW_FILE
 
 
 def data_dir(path: str | Path | None = None) -> Path:
     """The evaluation data folder: `path`, else LACO_DATA_DIR, else ../shared/data beside the checkout."""
-    folder = Path(path or os.environ.get("LACO_DATA_DIR") or Path(__file__).resolve().parents[3] / "shared" / "data")
+    folder = Path(path or os.environ.get("LACO_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
     if not (folder / WIKITEXT).is_file():
         raise LacoError(f"{WIKITEXT} not found under {folder} (set LACO_DATA_DIR)")
     return folder
@@ -39,21 +37,12 @@ def wikitext_test(path: str | Path | None = None) -> str:
     return (data_dir(path) / WIKITEXT).read_text(encoding="utf-8")
 
 
-@torch.no_grad()
 def window_perplexity(model, tokenizer, text: str, *, window: int = 512, n_windows: int = 16) -> dict:
-    """Perplexity over the first `n_windows` non-overlapping windows of `text`."""
-    ids = tokenizer(text[: window * n_windows * 8], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    if len(ids) < window * n_windows:
+    """The bench's windowed perplexity (bench.perplexity), on the first `n_windows` windows."""
+    result = perplexity.window_perplexity(model, tokenizer, text, window, n_windows, batch_size=4)
+    if result["n_windows"] < n_windows:
         raise LacoError(f"text too short for {n_windows} windows of {window} tokens")
-    device = next(model.parameters()).device
-    nll, scored = 0.0, 0
-    for w in range(n_windows):
-        chunk = ids[w * window : (w + 1) * window].to(device).unsqueeze(0)
-        logits = model(chunk, use_cache=False).logits[0, :-1].float()
-        nll += torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum").item()
-        scored += window - 1
-    return {"ppl": math.exp(nll / scored), "window": window, "n_windows": n_windows, "tokens_scored": scored,
-            "text": f"{WIKITEXT} from its start, no special tokens"}
+    return {**result, "text": f"{WIKITEXT} from its start, no special tokens"}
 
 
 def summary(method: str, record: dict, ppl: dict) -> dict:
@@ -66,7 +55,8 @@ def summary(method: str, record: dict, ppl: dict) -> dict:
         row["shape"] = f"width {record['sliced_width']} of {record['hidden_size']}"
     elif "removed_per_layer" in record:
         r = record["removed_per_layer"]
-        row["shape"] = f"-{r['kv_groups']} KV groups, -{r['mlp_channels']} MLP channels in layers {record['config']['layer_range']}"
+        layers = record["config"]["layer_range"]
+        row["shape"] = f"-{r['kv_groups']} KV groups, -{r['mlp_channels']} MLP channels in layers {layers}"
     return row
 
 
