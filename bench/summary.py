@@ -26,10 +26,12 @@ def _cell(doc: dict | None, pick) -> str:
 
 def summary_table(run_dir: str | Path) -> str:
     run = Path(run_dir)
+    methods = (_load(run / "run.json") or {}).get("profile", {}).get("methods", [])
     rows = []
-    for model_file in sorted((run / "models").glob("*.json"), key=lambda p: (p.stem != "dense", p.stat().st_mtime)):
-        model = _load(model_file)
-        key = model["key"]
+    for key in ["dense", *(m["label"] for m in methods)]:
+        model = _load(run / "models" / f"{key}.json")
+        if model is None:  # a method whose pruning failed
+            continue
         result = lambda m: _load(run / "results" / key / f"{m}.json")  # noqa: E731
         acc = result("accuracy")
         params = (model["record"] or {}).get("parameters") or {}
