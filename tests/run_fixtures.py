@@ -89,7 +89,7 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
     "hf", "vllm" (tok/s, or a string: the n/a reason), "prune_s", "omit": [measurements],
     "stale": [measurements written for an older fingerprint]}}."""
     path.mkdir(parents=True, exist_ok=True)
-    run = {"profile": {"name": profile, "model": "smollm2-135m", "dtype": "float32", "device": "cpu"},
+    run = {"profile": {"name": profile, "model": {"spec": "smollm2-135m", "dtype": "float32", "device": "cpu"}},
            "profile_name": profile, "started": "2025-01-01T00:00:00+00:00",
            "finished": "2025-01-01T00:20:00+00:00" if finished else None, "git_commit": "0" * 40,
            "libraries": LIBRARIES, "device": DEVICE, "seed": 0, "data_dir": "/data"}

@@ -61,9 +61,10 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
             else f"FAIL ({failed} gated failed, {missing} gated not measured)")
     libs = meta.get("libraries") or {}
     device = meta.get("device") or {}
+    spec = (profile.get("model") or {}).get("spec")  # the bench's profile: model = {spec, dtype, device, ...}
     rows = [
         ["profile", run.profile_name],
-        ["model", " / ".join(dict.fromkeys(x for x in (profile.get("model"), _source_model(run)) if x and x != "-"))
+        ["model", " / ".join(dict.fromkeys(x for x in (spec, _source_model(run)) if x and x != "-"))
          or "-"],
         ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
