@@ -36,8 +36,8 @@ def measure(subject, settings: dict, ctx) -> Outcome:
     job = {"load": subject.load_args, **{k: settings[k] for k in ("prompt_len", "new_tokens", "batch_size", "seed")}}
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "bench.memory", json.dumps(job)], capture_output=True, text=True,
-                          env=env, cwd=root)
+    # the caller's working folder is kept: relative model and run paths must resolve as in the bench
+    proc = subprocess.run([sys.executable, "-m", "bench.memory", json.dumps(job)], capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]

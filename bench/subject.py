@@ -63,23 +63,10 @@ def load(args: dict):
                             trust_remote_code=args.get("trust_remote_code", False), device_map=args.get("device_map"))
         return loaded.model, loaded.tokenizer
     from laco.pruners import load_pruned
-    from laco.saving import read_provenance
 
-    remote, device_map = args.get("trust_remote_code", False), args.get("device_map")
-    if (remote or device_map) and read_provenance(args["folder"]).get("loader", "transformers") == "transformers":
-        # laco.pruners.load_pruned takes neither trust_remote_code (Baichuan2) nor a device_map (70B)
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from laco.loading import DTYPES
-
-        model = AutoModelForCausalLM.from_pretrained(args["folder"], dtype=DTYPES[args["dtype"]], device_map=device_map,
-                                                     trust_remote_code=remote)
-        if device_map is None:
-            model.to(args["device"])
-        model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(args["folder"], trust_remote_code=remote)
-    else:
-        model, tokenizer, _ = load_pruned(args["folder"], dtype=args["dtype"], device=args["device"])
+    model, tokenizer, _ = load_pruned(args["folder"], dtype=args["dtype"], device=args["device"],
+                                      trust_remote_code=args.get("trust_remote_code", False),
+                                      device_map=args.get("device_map"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,8 +32,21 @@ def vllm_python(profile: dict) -> str | None:
         return os.environ[PYTHON_ENV]
     if profile["vllm"]["python"]:
         return profile["vllm"]["python"]
-    tox = ROOT / ".tox" / "vllm" / "bin" / "python"
-    return str(tox) if tox.exists() else None
+    # the project folder tox runs in, or the source checkout this module lives in
+    for base in (Path.cwd(), ROOT):
+        tox = base / ".tox" / "vllm" / "bin" / "python"
+        if tox.exists():
+            return str(tox)
+    return None
+
+
+def project_only_path(folder: Path) -> Path:
+    """A folder holding links to this project's packages alone. The worker's PYTHONPATH points
+    here: ROOT itself may be the main environment's site-packages, whose torch and transformers
+    must not shadow the vLLM environment's own."""
+    for package in ("bench", "laco"):
+        (folder / package).symlink_to(ROOT / package, target_is_directory=True)
+    return folder
 
 
 @lru_cache(maxsize=8)
@@ -112,13 +126,14 @@ def run_accuracy(subject, tasks: dict, common: dict, settings: dict, ctx) -> dic
 def run_worker(v: dict, job: dict, log: Path, timeout_s: float) -> dict | str:
     """Run the worker; its result dict, or a one-line reason why there is none (log kept)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    if job["device"] == "cpu" and v.get("cpu_kvcache_gib"):
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(v["cpu_kvcache_gib"])
-    with open(log, "w", encoding="utf-8") as out:
-        # own session: on a timeout the whole process group (vLLM's engine processes) is stopped
+    with tempfile.TemporaryDirectory(prefix="laco-vllm-path-") as path, open(log, "w", encoding="utf-8") as out:
+        env = {**os.environ, "PYTHONPATH": str(project_only_path(Path(path))), "TOKENIZERS_PARALLELISM": "false"}
+        if job["device"] == "cpu" and v.get("cpu_kvcache_gib"):
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(v["cpu_kvcache_gib"])
+        # own session: on a timeout the whole process group (vLLM's engine processes) is stopped.
+        # The caller's working folder is kept, so relative model and run paths mean what they say.
         proc = subprocess.Popen([v["python"], "-m", "bench.vllm_worker", json.dumps(job)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=ROOT, start_new_session=True)
+                                env=env, start_new_session=True)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -95,8 +95,11 @@ def laco_pruner(
     return PruneOutcome(loaded.model, finish_record(record, prune_seconds=result.search_seconds))
 
 
-def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu"):
-    """Load any pruned output of this project: stock transformers, or the loader its record names."""
+def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu",
+                trust_remote_code: bool = False, device_map: str | dict | None = None):
+    """Load any pruned output of this project: (model, tokenizer, record). Stock-shaped outputs go
+    through transformers (remote code only when asked; a device_map spreads a large model over
+    GPUs); reshaped ones through the loader their record names."""
     from laco.loading import DTYPES
     from laco.saving import read_provenance
 
@@ -105,8 +108,15 @@ def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cp
     if loader == "transformers":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype]).to(device).eval()
-        return model, AutoTokenizer.from_pretrained(folder), record
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], device_map=device_map,
+                                                     trust_remote_code=trust_remote_code)
+        if device_map is None:
+            model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        return model.eval(), tokenizer, record
+    if trust_remote_code or device_map is not None:
+        raise LacoError(f"{loader} loads on one device without remote code; "
+                        "trust_remote_code and device_map apply to stock-shaped outputs only")
     module, func = loader.split(":")
     return getattr(importlib.import_module(module), func)(folder, dtype=dtype, device=device)
 

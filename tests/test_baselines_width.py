@@ -121,6 +121,18 @@ def test_llm_pruner_input_errors():
         get_pruner("llm-pruner")(tiny_loaded("llama", n_layers=6), SENTENCES, target_ratio=0.1, layer_end=9)
 
 
+
+def test_reshaped_outputs_refuse_remote_code_and_device_map(tmp_path):
+    """A device_map or remote code would be ignored by the reshaping loaders; say so instead."""
+    loaded = tiny_loaded("llama", n_layers=8)
+    out = get_pruner("llm-pruner")(loaded, SENTENCES, target_ratio=0.25, progress=False)
+    save_pruned(out.model, loaded.tokenizer, tmp_path / "out", out.record)
+    assert out.record["loader"] != "transformers"
+    for kwargs in ({"device_map": "auto"}, {"trust_remote_code": True}):
+        with pytest.raises(LacoError, match="stock-shaped outputs only"):
+            load_pruned(tmp_path / "out", **kwargs)
+    assert load_pruned(tmp_path / "out")[0].config.num_hidden_layers == 8
+
 # ---- SliceGPT -----------------------------------------------------------------------------------
 
 def tied_llama(n_layers=6):

@@ -123,6 +123,16 @@ def test_memory_worker_counts_the_weights_exactly(tmp_path):
     assert outcome.values["rss_after_load_mb"] <= outcome.values["peak_mb"] < 2000
 
 
+
+def test_memory_worker_resolves_a_relative_folder_from_the_callers_folder(tmp_path, monkeypatch):
+    """`laco bench --out runs/x` gives relative weight folders; the worker must find them."""
+    folder = save_folder(tmp_path / "runs" / "m")
+    (folder / "laco.json").write_text(json.dumps({"loader": "transformers"}))
+    monkeypatch.chdir(tmp_path)
+    subject = Subject("m", "x", "fp", {}, {"kind": "pruned", "folder": "runs/m", "dtype": "float32", "device": "cpu"})
+    outcome = memory.measure(subject, {"prompt_len": 8, "new_tokens": 4, "batch_size": 1, "seed": 0}, None)
+    assert outcome.values["param_mb"] == pytest.approx(sum(p.numel() for p in tiny_llama().parameters()) * 4 / 2**20)
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_memory_on_gpu_is_cuda_max_memory_allocated(tmp_path):
@@ -161,6 +171,22 @@ def test_vllm_failure_gives_the_error_line(tmp_path):
                                                                  "device": "gpu"}, tmp_path / "w.log", 120)
     assert "ModuleNotFoundError" in reason and "vllm" in reason and (tmp_path / "w.log").is_file()
 
+
+
+def test_vllm_worker_path_holds_this_project_alone(tmp_path):
+    """The main environment's site-packages (torch, transformers) must not reach the vLLM one."""
+    path = vllm_engine.project_only_path(tmp_path)
+    assert sorted(p.name for p in path.iterdir()) == ["bench", "laco"]
+    assert (path / "bench" / "vllm_worker.py").is_file() and (path / "laco" / "surgery.py").is_file()
+
+
+def test_vllm_environment_found_in_the_project_tox_folder(tmp_path, monkeypatch):
+    python = tmp_path / ".tox" / "vllm" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(vllm_engine.PYTHON_ENV, raising=False)
+    assert vllm_engine.vllm_python({"vllm": {"python": None}}) == str(python)
 
 # -- lm-eval request caches are per model ----------------------------------------------------------
 class Ctx:

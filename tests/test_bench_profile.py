@@ -22,8 +22,14 @@ def test_every_shipped_profile_resolves():
 @pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b"])
 def test_gpu_profiles_use_the_paper_table_8_setting(name):
     config, _ = PAPER_SETTINGS[name]
-    for method in load_profile(name)[1]["methods"]:
-        assert {k: method["params"][k] for k in "CLHIT"} == {k: getattr(config, k) for k in "CLHIT"}
+    methods = {m["label"]: m for m in load_profile(name)[1]["methods"]}
+    for method in methods.values():
+        if method["name"] == "laco":
+            assert {k: method["params"][k] for k in "CLHIT"} == {k: getattr(config, k) for k in "CLHIT"}
+    # the B.6 / B.7 ablations run LaCo's own loop settings and merge at LaCo's ratio
+    assert {k: methods["drop"]["params"][k] for k in "CLHI"} == {k: getattr(config, k) for k in "CLHI"}
+    assert methods["rule-merge"]["params"] == {"merge": methods["laco"]["params"]["merge"], "C": config.C}
+    assert all(m["target"] == "match:laco" for m in methods.values() if m["name"] != "laco")
 
 
 def test_70b_profile_sets_the_multi_gpu_paths():

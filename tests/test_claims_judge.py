@@ -143,6 +143,28 @@ def test_noise_threshold_is_exactly_k_combined_stderr(tmp_path):
     assert _accuracy_noise(0.0, None, se, 1.0, 2.0) is None  # no stderr, no claim about noise
 
 
+@pytest.mark.parametrize("profile, noise, gated", [("smollm2-135m", True, False), ("llama2-7b", False, True)])
+def test_throughput_drift_floor_is_per_profile(tmp_path, claims, profile, noise, gated):
+    """x0.71 with spreads of +-5% that do not overlap: within the CPU profile's declared drift
+    (0.34), beyond any on a GPU profile. The verdict follows the point estimate either way."""
+    assert claims.throughput_floor("smollm2-135m") == 0.34 and claims.throughput_floor("llama2-7b") == 0.0
+    models = good_models()
+    models["laco"]["vllm"] = 150.0  # dense: 210
+    _, verdicts = verdicts_of(tmp_path, models, profile=profile)
+    verdict = verdicts["laco-throughput-vs-dense"]
+    assert verdict.status == FAIL and verdict.rows[0].within_noise is noise and verdict.gated is gated
+
+
+def test_a_group_without_lm_eval_stderr_gets_the_binomial_one(tmp_path):
+    """MMLU at one item per subject: lm-eval has no per-subject stderr to pool and writes none."""
+    from laco.report.judge import binomial_stderr, task_scores
+
+    run = load_run(write_run(tmp_path / "run", good_models()))
+    doc = run.ok("laco", "accuracy").values["tasks"]["boolq"]
+    doc.update({"acc": 0.25, "acc_stderr": None, "n": 57})
+    assert task_scores(run, "laco")["boolq"] == (0.25, pytest.approx(math.sqrt(0.25 * 0.75 / 56)))
+    assert binomial_stderr(0.5, 1) is None and binomial_stderr(0.5, None) is None
+
 def test_vllm_loadability_fails_when_the_pruner_declares_it_unloadable(tmp_path):
     models = good_models()
     models["laco"]["record"]["loadable"]["vllm"] = False

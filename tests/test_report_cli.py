@@ -97,7 +97,7 @@ def test_shipped_tolerances_parse():
 
 def test_gate_passes_a_good_run(tmp_path, capsys):
     assert main(["gate", run_of(tmp_path, "g", good_models())]) == 0
-    assert "**PASS**: 3 of 3 gated verdicts pass" in capsys.readouterr().out
+    assert "**PASS**: 2 of 2 gated verdicts pass" in capsys.readouterr().out
 
 
 def test_gate_fails_when_a_gated_claim_fails(tmp_path, capsys):
@@ -105,7 +105,7 @@ def test_gate_fails_when_a_gated_claim_fails(tmp_path, capsys):
     models["laco"]["param_mb"] = 600.0  # more memory than dense
     assert main(["gate", run_of(tmp_path, "g", models)]) == 1
     text = capsys.readouterr().out
-    assert "**FAIL**: 2 of 3 gated verdicts pass; 1 blocking" in text
+    assert "**FAIL**: 1 of 2 gated verdicts pass; 1 blocking" in text
     assert re.search(r"`laco-memory-below-dense` +\| laco .*\*\*FAIL\*\*", text)
 
 

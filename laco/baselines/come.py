@@ -30,15 +30,14 @@ from tqdm.auto import tqdm
 
 from laco.baselines.common import (
     AttentionLayout,
-    calibration_batch,
-    depth_target,
     layer_profile,
     outcome,
     reject_unknown,
     require_llama_like,
     sliced_linear,
+    start_depth_pruning,
 )
-from laco.surgery import decoder_layers, parameter_count, set_layers
+from laco.surgery import decoder_layers, set_layers
 
 
 def top_units(sensitivity: torch.Tensor, n: int) -> torch.Tensor:
@@ -103,11 +102,8 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
           calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("come", unknown)
     require_llama_like(loaded.arch, "come")
-    model = loaded.model
-    n = len(decoder_layers(model))
-    keep, target = depth_target(model, target_ratio, target_layers)
-    batch = calibration_batch(loaded, sentences)
-    params_before = parameter_count(model)
+    job = start_depth_pruning(loaded, sentences, target_ratio, target_layers)
+    model, n, keep = job.model, job.n_layers, job.keep
 
     start = time.perf_counter()
     sources = [[i] for i in range(n)]
@@ -115,7 +111,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     bar = tqdm(total=n - keep, desc="CoMe merges", disable=not progress, leave=False)
     while len(sources) > keep:
         layers = list(decoder_layers(model))
-        profile = layer_profile(model, batch, channels=True)
+        profile = layer_profile(model, job.batch, channels=True)
         i = min(range(len(layers) - 1), key=profile.pair_distance.__getitem__)
         bi_a, bi_b = profile.block_influence[i], profile.block_influence[i + 1]
         share = bi_a / (bi_a + bi_b) if bi_a + bi_b > 0 else 0.5
@@ -137,6 +133,6 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
                 "split": "widths shared in proportion to Block Influence (CoMe's psu=1, min_max=0)",
                 "sensitivity": "mean |activation| x L1 norm of the o_proj/down_proj column",
                 "distillation": False},
-        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        target=job.target, params_before=job.params_before, seed=seed, seconds=seconds,
         steps=steps, layer_sources=sources, n_layers_before=n, n_layers_after=len(sources),
     )

@@ -71,6 +71,26 @@ def parameter_target(model: nn.Module, target_ratio: float | None, target_layers
     return removed, {"layers": target_layers, "ratio": removed / total}
 
 
+@dataclass(frozen=True)
+class DepthStart:
+    """What a calibration-driven depth baseline knows before it removes a layer."""
+
+    model: nn.Module
+    n_layers: int
+    keep: int
+    target: dict
+    batch: dict
+    params_before: int
+
+
+def start_depth_pruning(loaded, sentences: list[str], target_ratio: float | None,
+                        target_layers: int | None) -> DepthStart:
+    model = loaded.model
+    keep, target = depth_target(model, target_ratio, target_layers)
+    return DepthStart(model, len(decoder_layers(model)), keep, target, calibration_batch(loaded, sentences),
+                      parameter_count(model))
+
+
 # ---- calibration statistics ---------------------------------------------------------------------
 
 def token_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -10,29 +10,26 @@ from __future__ import annotations
 
 import time
 
-from laco.baselines.common import calibration_batch, depth_target, layer_profile, outcome, reject_unknown
-from laco.surgery import decoder_layers, delete_layers, parameter_count
+from laco.baselines.common import layer_profile, outcome, reject_unknown, start_depth_pruning
+from laco.surgery import delete_layers
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("shortgpt", unknown)
-    model = loaded.model
-    n = len(decoder_layers(model))
-    keep, target = depth_target(model, target_ratio, target_layers)
-    batch = calibration_batch(loaded, sentences)
-    params_before = parameter_count(model)
+    job = start_depth_pruning(loaded, sentences, target_ratio, target_layers)
+    n = job.n_layers
 
     start = time.perf_counter()
-    influence = layer_profile(model, batch).block_influence
-    removed = sorted(sorted(range(n), key=influence.__getitem__)[: n - keep])
-    sliced = delete_layers(model, removed)
+    influence = layer_profile(job.model, job.batch).block_influence
+    removed = sorted(sorted(range(n), key=influence.__getitem__)[: n - job.keep])
+    sliced = delete_layers(job.model, removed)
     seconds = time.perf_counter() - start
 
     return outcome(
         loaded, "shortgpt", sentences, calibration_file=calibration_file,
         config={"metric": "block influence, 1 - cos(h_in, h_out), mean over non-padding calibration tokens"},
-        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        target=job.target, params_before=job.params_before, seed=seed, seconds=seconds,
         block_influence=influence, removed_layers=removed, n_layers_before=n, n_layers_after=n - len(removed),
         sliced_config_keys=sliced,
     )

@@ -11,7 +11,9 @@ Rules that keep a verdict honest:
 - accuracy is compared over the benchmarks both models have, with lm-eval's stderr: a
   difference smaller than k * sqrt(se_a^2 + se_b^2) (k from the claims file, 2 by default) is
   marked "within noise" beside the verdict, which follows the point estimate;
-- throughput is marked within noise when the spreads (min..max over repeats) overlap.
+- throughput is marked within noise when the spreads (min..max over repeats) overlap, or when
+  the ratio lies within the claims file's throughput floor of the threshold: repeats inside one
+  engine start miss the drift between starts, which the floor states as measured.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ class Claims:
     roles: dict[str, tuple[str, ...]]
     noise_k: float
     path: Path
+    throughput_floors: dict = field(default_factory=dict)  # profile (or "*") -> relative tok/s drift
     paper: dict = field(default_factory=dict)  # suites/paper_figures.toml
+
+    def throughput_floor(self, profile: str) -> float:
+        return self.throughput_floors.get(profile, self.throughput_floors.get("*", 0.0))
 
     def get(self, claim_id: str) -> Claim:
         for c in self.claims:
@@ -122,7 +128,9 @@ def load_claims(path: str | Path | None = None) -> Claims:
     figures = path.parent / data.get("paper_figures", "paper_figures.toml")
     paper = read_toml(figures, "paper figures") if figures.is_file() else {}
     roles = {k: tuple(v) for k, v in data.get("roles", {}).items()}
-    result = Claims(claims, roles, float(data.get("noise", {}).get("k", 2.0)), path, paper)
+    noise = data.get("noise", {})
+    floors = {str(k): float(v) for k, v in noise.get("throughput_floor", {}).items()}
+    result = Claims(claims, roles, float(noise.get("k", 2.0)), path, paper=paper, throughput_floors=floors)
     for c in claims:  # unknown roles are a mistake in the file: say so now, not mid-report
         result.methods(c.subject), result.methods(c.against)
     return result
@@ -169,8 +177,18 @@ def task_scores(run: Run, key: str) -> dict[str, tuple[float, float | None]]:
         metric = d.get("metric") or "acc"
         se = d.get(f"{metric}_stderr")
         if isinstance(d.get(metric), (int, float)):  # lm-eval writes "N/A" for a stderr it cannot compute
-            scores[task] = (float(d[metric]), float(se) if isinstance(se, (int, float)) else None)
+            score = float(d[metric])
+            scores[task] = (score, float(se) if isinstance(se, (int, float)) else binomial_stderr(score, d.get("n")))
     return scores
+
+
+def binomial_stderr(p: float, n: int | None) -> float | None:
+    """The standard error of a mean of n 0/1 item scores, sqrt(p(1-p)/(n-1)) (lm-eval's own for
+    acc). Used where lm-eval gives none: a group whose subtasks have one item each (MMLU at one
+    item per subject) has no per-subtask stderr to pool, though its items are equally weighted."""
+    if not isinstance(n, int) or n < 2 or not 0 <= p <= 1:
+        return None
+    return math.sqrt(p * (1 - p) / (n - 1))
 
 
 def common_scores(run: Run, a: str, b: str):
@@ -294,7 +312,7 @@ def judge(run: Run, claim: Claim, subject: str, claims: Claims) -> Verdict:
         others = [k for k in run.keys_of(claims.methods(claim.against)) if k != subject]
         if claim.against == DENSE:
             others = [DENSE]
-        rows = [_versus(run, claim, subject, other, claims.noise_k) for other in others]
+        rows = [_versus(run, claim, subject, other, claims) for other in others]
         if not rows:
             names = ", ".join(claims.methods(claim.against))
             rows = [Row(NOT_MEASURED, None, "-", f"run has no {claim.against} model ({names})")]
@@ -360,7 +378,7 @@ def _accuracy_noise(delta: float, se_a: float | None, se_b: float | None, scale:
     return abs(delta) < k * math.sqrt(se_a**2 + (scale * se_b) ** 2)
 
 
-def _versus(run: Run, claim: Claim, subject: str, other: str, k: float) -> Row:
+def _versus(run: Run, claim: Claim, subject: str, other: str, claims: Claims) -> Row:
     mismatch = _ratio_mismatch(run, claim, subject, other)
     if mismatch:
         return Row(NOT_MEASURED, other, "-", mismatch)
@@ -370,9 +388,11 @@ def _versus(run: Run, claim: Claim, subject: str, other: str, k: float) -> Row:
         return Row(NOT_MEASURED, other, "-", str(exc))
     ok = COMPARISONS[claim.comparison](s.value, claim.threshold * o.value)
     if claim.metric.startswith("accuracy."):
-        noise = _accuracy_noise(s.value - claim.threshold * o.value, s.stderr, o.stderr, claim.threshold, k)
+        noise = _accuracy_noise(s.value - claim.threshold * o.value, s.stderr, o.stderr, claim.threshold, claims.noise_k)
     elif s.low is not None and o.low is not None and s.high is not None and o.high is not None:
-        noise = s.low <= claim.threshold * o.high and claim.threshold * o.low <= s.high
+        overlap = s.low <= claim.threshold * o.high and claim.threshold * o.low <= s.high
+        drift = claims.throughput_floor(run.profile_name)
+        noise = overlap or abs(s.value / (claim.threshold * o.value) - 1) <= drift
     else:
         noise = None
     ratio = s.value / o.value if o.value else math.nan

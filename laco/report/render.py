@@ -101,7 +101,7 @@ def _source_model(run: Run) -> str:
     return "-"
 
 
-def verdict_section(verdicts: list[Verdict], claims: Claims) -> str:
+def verdict_section(verdicts: list[Verdict], claims: Claims, profile: str) -> str:
     rows = [[f"`{v.claim.id}`", v.subject, v.paper, v.ours, VERDICT_MARK[v.status] + (" (gated)" if v.gated else ""),
              "; ".join(x for x in [v.noise, *_notes(v)] if x)] for v in verdicts]
     legend = [[f"`{c.id}`", c.statement, c.source] for c in claims.claims]
@@ -111,7 +111,9 @@ def verdict_section(verdicts: list[Verdict], claims: Claims) -> str:
         "Each claim of `suites/claims.toml`, judged on this run (`pytest suites --run` asserts the same "
         "verdicts). *not measured*: a measurement is missing, n/a or stale; it never counts as a pass. "
         "*within noise*: the accuracy difference is under "
-        f"{claims.noise_k:g}·sqrt(se_a² + se_b²) of lm-eval's stderr (throughput: the min..max spreads overlap).",
+        f"{claims.noise_k:g}·sqrt(se_a² + se_b²) of lm-eval's stderr (throughput: the min..max spreads overlap, "
+        f"or the ratio is within ±{claims.throughput_floor(profile):.0%} of the threshold, the drift between engine starts "
+        "measured for this profile).",
         "",
         table(rows, ["claim", "model", "paper", "ours", "verdict", "note"]),
         "",
@@ -135,7 +137,21 @@ def models_section(run: Run) -> str:
                   if "n_layers_after" in m.record else "-")
         rows.append([key, m.method, layers, _num(p.get("after") and p["after"] / 1e6, "{:.1f}M"), _ratio(m.record),
                      f"`{m.fingerprint[:12]}`" if m.fingerprint else "-"])
-    return "\n".join(["## Models", "", table(rows, ["model", "method", "layers", "parameters", "pruned", "fingerprint"])])
+    lines = ["## Models", "", table(rows, ["model", "method", "layers", "parameters", "pruned", "fingerprint"])]
+    warnings = [f"- **{key}**: {text}" for key, m in run.models.items() for text in pruner_warnings(m.record)]
+    if warnings:
+        lines += ["", "Warnings the pruners recorded (they qualify that model's figures):", "", *warnings]
+    return "\n".join(lines)
+
+
+def _derived_mark(run: Run, key: str, task: str) -> str:
+    d = run.ok(key, "accuracy").values["tasks"][task]
+    return "" if isinstance(d.get(f"{d.get('metric') or 'acc'}_stderr"), (int, float)) else "*"
+
+
+def pruner_warnings(record: dict) -> list[str]:
+    """A pruner states a known weakness of its own output as a `*_warning` field of its record."""
+    return [str(value) for key, value in sorted(record.items()) if key.endswith("_warning") and value]
 
 
 def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str, float]]]:
@@ -157,7 +173,8 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         of_dense = None
         if avg is not None and dense and all(t in dense for t in tasks):
             of_dense = avg.value / average(dense).value
-        row = [key, _ratio(run.models[key].record)] + [_pct(*s[t]) if t in s else "-" for t in tasks]
+        row = [key, _ratio(run.models[key].record)] + [_pct(*s[t]) + _derived_mark(run, key, t) if t in s else "-"
+                                                       for t in tasks]
         rows.append(row + [_pct(avg.value, avg.stderr) if avg else "-", f"{of_dense:.1%}" if of_dense else "-"])
         if dense and key != DENSE:
             retention[key] = {t: s[t][0] / dense[t][0] for t in tasks if t in s and t in dense and dense[t][0]}
@@ -169,7 +186,9 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         "",
         f"Scores in % with lm-eval's stderr (lm-eval {acc.values.get('lm_eval_version', '?')}); "
         f"metric and items per task: {protocol}. Avg.: mean over the benchmarks above; "
-        "% of dense: Avg. / dense Avg. (the paper's average and percentage columns).",
+        "% of dense: Avg. / dense Avg. (the paper's average and percentage columns). "
+        "*: lm-eval gave no stderr (a group of one-item subtasks); shown is the binomial sqrt(p(1-p)/(n-1)) "
+        "over its n items.",
         "",
         table(rows, ["model", "pruned", *tasks, "Avg.", "% of dense"]),
     ]
@@ -312,7 +331,7 @@ def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> t
     verdicts = judge_run(run, claims) if verdicts is None else verdicts
     accuracy, retention = accuracy_section(run, claims)
     trace, traces = trace_section(run)
-    parts = [header(run, verdicts), verdict_section(verdicts, claims), models_section(run), accuracy,
+    parts = [header(run, verdicts), verdict_section(verdicts, claims, run.profile_name), models_section(run), accuracy,
              perplexity_section(run), pruning_time_section(run), efficiency_section(run), trace, missing_section(run)]
     return "\n\n".join(parts) + "\n", {"retention": retention, "traces": traces}
 
