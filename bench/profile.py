@@ -57,7 +57,7 @@ DEFAULTS: dict = {
     },
 }
 TASK_KEYS = {"limit", "num_fewshot", "metric"}
-METHOD_KEYS = {"name", "label", "target", "params"}
+METHOD_KEYS = {"name", "label", "target", "params", "settings_from"}
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -156,4 +156,20 @@ def _validate(profile: dict, name: str) -> None:
             raise LacoError(f"{where}: target must be a ratio in (0, 1) or 'match:LABEL', got {target!r}")
         if target is not None and {"target_ratio", "target_layers"} & set(method["params"]):
             raise LacoError(f"{where}: give the target either as 'target' or in params, not both")
+        if "settings_from" in method:
+            take_laco_settings(method, profile["methods"][:i], where)
         labels.append(label)
+
+
+def take_laco_settings(method: dict, earlier: list[dict], where: str) -> None:
+    """`settings_from = "LABEL"`: an ablation takes the parameters it shares with that earlier LaCo
+    method (laco.pruners.SHARED_WITH_LACO); its own params override them."""
+    from laco.pruners import SHARED_WITH_LACO
+
+    source = next((m for m in earlier if m["label"] == method["settings_from"]), None)
+    if source is None or source["name"] != "laco":
+        raise LacoError(f"{where}: settings_from {method['settings_from']!r} must be the label of an earlier laco method")
+    if method["name"] not in SHARED_WITH_LACO:
+        raise LacoError(f"{where}: {method['name']} takes no settings from LaCo (only {', '.join(SHARED_WITH_LACO)})")
+    shared = {k: source["params"][k] for k in SHARED_WITH_LACO[method["name"]] if k in source["params"]}
+    method["params"] = {**shared, **method["params"]}

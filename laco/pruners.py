@@ -42,6 +42,14 @@ PRUNERS: dict[str, str] = {
 }
 
 
+# The LaCo ablations of the paper's appendix (B.6 drop, B.7 rule-merge) compare like with like only
+# when they run with the LaCo method's own settings: these are the parameters each one takes from it.
+SHARED_WITH_LACO: dict[str, tuple[str, ...]] = {
+    "drop": ("C", "L", "H", "I"),
+    "rule-merge": ("merge", "C"),
+}
+
+
 def get_pruner(name: str) -> Callable[..., PruneOutcome]:
     if name not in PRUNERS:
         close = difflib.get_close_matches(name, PRUNERS, n=1)

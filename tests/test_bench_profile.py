@@ -54,6 +54,9 @@ def base(**extra) -> dict:
     (base(methods=[{"name": "laco", "target": "match:later"}]), "must be 'match:LABEL' of an earlier method"),
     (base(methods=[{"name": "laco", "target": 1.5}]), "ratio in (0, 1)"),
     (base(accuracy={"tasks": {"piqa": {"metric": "f1"}}}), "must be 'acc' or 'acc_norm'"),
+    (base(methods=[{"name": "drop", "settings_from": "laco"}]), "must be the label of an earlier laco method"),
+    (base(methods=[{"name": "shortgpt"}, {"name": "drop", "settings_from": "shortgpt"}]), "earlier laco method"),
+    (base(methods=[{"name": "laco"}, {"name": "come", "settings_from": "laco"}]), "come takes no settings from LaCo"),
 ])
 def test_bad_profiles_fail_with_a_clear_message(raw, message):
     with pytest.raises(LacoError) as err:
@@ -66,6 +69,15 @@ def test_match_target_and_defaults():
     assert [m["label"] for m in profile["methods"]] == ["laco", "b"]
     assert profile["methods"][1]["target"] == "match:laco" and profile["methods"][0]["params"] == {}
     assert profile["perplexity"]["window"] == 512 and profile["model"]["dtype"] == "float32"
+
+
+def test_ablations_take_the_laco_settings_they_share_and_keep_their_own():
+    laco = {"name": "laco", "params": {"merge": "reference", "C": 5, "L": 2, "I": 1, "T": 0.7}}
+    profile = resolve_profile(base(methods=[laco, {"name": "drop", "settings_from": "laco"},
+                                            {"name": "rule-merge", "settings_from": "laco", "params": {"C": 3}}]))
+    drop, rule = profile["methods"][1:]
+    assert drop["params"] == {"C": 5, "L": 2, "I": 1}  # no merge (drop always deletes), no T (searched)
+    assert rule["params"] == {"merge": "reference", "C": 3}
 
 
 def test_unknown_profile_name_suggests_the_closest():
