@@ -164,6 +164,10 @@ def test_a_group_without_lm_eval_stderr_gets_the_binomial_one(tmp_path):
     doc.update({"acc": 0.25, "acc_stderr": None, "n": 57})
     assert task_scores(run, "laco")["boolq"] == (0.25, pytest.approx(math.sqrt(0.25 * 0.75 / 56)))
     assert binomial_stderr(0.5, 1) is None and binomial_stderr(0.5, None) is None
+    from laco.report.render import accuracy_section
+
+    text, _ = accuracy_section(run, load_claims())
+    assert "25.0 ±5.8*" in text and "shown is the binomial" in text
 
 def test_vllm_loadability_fails_when_the_pruner_declares_it_unloadable(tmp_path):
     models = good_models()

@@ -175,11 +175,16 @@ def task_scores(run: Run, key: str) -> dict[str, tuple[float, float | None]]:
     scores = {}
     for task, d in m.values.get("tasks", {}).items():
         metric = d.get("metric") or "acc"
-        se = d.get(f"{metric}_stderr")
-        if isinstance(d.get(metric), (int, float)):  # lm-eval writes "N/A" for a stderr it cannot compute
-            score = float(d[metric])
-            scores[task] = (score, float(se) if isinstance(se, (int, float)) else binomial_stderr(score, d.get("n")))
+        if isinstance(d.get(metric), (int, float)):
+            score, se = float(d[metric]), lm_eval_stderr(d)
+            scores[task] = (score, se if se is not None else binomial_stderr(score, d.get("n")))
     return scores
+
+
+def lm_eval_stderr(task_result: dict) -> float | None:
+    """lm-eval's stderr of the task's declared metric; None where it wrote "N/A" or nothing."""
+    se = task_result.get(f"{task_result.get('metric') or 'acc'}_stderr")
+    return float(se) if isinstance(se, (int, float)) else None
 
 
 def binomial_stderr(p: float, n: int | None) -> float | None:

@@ -16,7 +16,18 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from laco.report.judge import FAIL, NOT_MEASURED, PASS, Claims, NotMeasured, Verdict, average, judge_run, task_scores
+from laco.report.judge import (
+    FAIL,
+    NOT_MEASURED,
+    PASS,
+    Claims,
+    NotMeasured,
+    Verdict,
+    average,
+    judge_run,
+    lm_eval_stderr,
+    task_scores,
+)
 from laco.report.runs import DENSE, MEASUREMENTS, Run
 
 VERDICT_MARK = {PASS: "PASS", FAIL: "**FAIL**", NOT_MEASURED: "not measured"}
@@ -144,14 +155,14 @@ def models_section(run: Run) -> str:
     return "\n".join(lines)
 
 
-def _derived_mark(run: Run, key: str, task: str) -> str:
-    d = run.ok(key, "accuracy").values["tasks"][task]
-    return "" if isinstance(d.get(f"{d.get('metric') or 'acc'}_stderr"), (int, float)) else "*"
-
-
 def pruner_warnings(record: dict) -> list[str]:
     """A pruner states a known weakness of its own output as a `*_warning` field of its record."""
     return [str(value) for key, value in sorted(record.items()) if key.endswith("_warning") and value]
+
+
+def _derived_mark(run: Run, key: str, task: str) -> str:
+    """'*' where the stderr shown is the binomial one because lm-eval gave none."""
+    return "" if lm_eval_stderr(run.ok(key, "accuracy").values["tasks"][task]) is not None else "*"
 
 
 def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str, float]]]:
@@ -167,14 +178,15 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         return "## Accuracy\n\nNo model has an accuracy result.", {}
     tasks = list(dict.fromkeys(t for s in scores.values() for t in s))
     dense = scores.get(DENSE)
-    rows, retention = [], {}
+    rows, retention, derived = [], {}, False
     for key, s in scores.items():
         avg = average(s) if all(t in s for t in tasks) else None
         of_dense = None
         if avg is not None and dense and all(t in dense for t in tasks):
             of_dense = avg.value / average(dense).value
-        row = [key, _ratio(run.models[key].record)] + [_pct(*s[t]) + _derived_mark(run, key, t) if t in s else "-"
-                                                       for t in tasks]
+        marks = {t: _derived_mark(run, key, t) for t in s}
+        derived = derived or any(marks.values())
+        row = [key, _ratio(run.models[key].record)] + [_pct(*s[t]) + marks[t] if t in s else "-" for t in tasks]
         rows.append(row + [_pct(avg.value, avg.stderr) if avg else "-", f"{of_dense:.1%}" if of_dense else "-"])
         if dense and key != DENSE:
             retention[key] = {t: s[t][0] / dense[t][0] for t in tasks if t in s and t in dense and dense[t][0]}
@@ -186,9 +198,9 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         "",
         f"Scores in % with lm-eval's stderr (lm-eval {acc.values.get('lm_eval_version', '?')}); "
         f"metric and items per task: {protocol}. Avg.: mean over the benchmarks above; "
-        "% of dense: Avg. / dense Avg. (the paper's average and percentage columns). "
-        "*: lm-eval gave no stderr (a group of one-item subtasks); shown is the binomial sqrt(p(1-p)/(n-1)) "
-        "over its n items.",
+        "% of dense: Avg. / dense Avg. (the paper's average and percentage columns)."
+        + (" *: lm-eval gave no stderr (a group of one-item subtasks); shown is the binomial sqrt(p(1-p)/(n-1)) "
+           "over its n items." if derived else ""),
         "",
         table(rows, ["model", "pruned", *tasks, "Avg.", "% of dense"]),
     ]
