@@ -53,8 +53,11 @@ def measure(subject, settings: dict, ctx) -> Outcome:
               # the paper's benchmarks lm-eval has but this profile leaves out (for time, say)
               "not_in_profile": {b: t for b, t in PAPER_BENCHMARKS.items()
                                  if t and t not in settings["tasks"] and t not in settings["not_available"]}}
+    values["items"] = {}
     for name, opts in settings["tasks"].items():
         values["tasks"][name] = task_scores(raw, name, opts["metric"])
+        values["items"][name] = task_items(raw, name)
+        values["tasks"][name]["chance"] = chance_level(values["items"][name])
     return Outcome("ok", None, values)
 
 
@@ -78,6 +81,27 @@ def evaluate(subject, tasks: dict, settings: dict, ctx) -> dict | Outcome:
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings["batch_size"],
               max_length=settings.get("max_length"))
     return run_lm_eval(lm, tasks, **common)
+
+
+def task_items(raw: dict, name: str) -> dict:
+    """Per-item outcomes of a task; a group's items are its subtasks' items in subtask order, each
+    doc_id prefixed by its subtask ("mmlu_anatomy/3"): the group's score weighs every item alike."""
+    leaves = raw["subtasks"].get(name, [name])
+    if leaves == [name]:
+        return raw["items"][name]
+    parts = [raw["items"][leaf] for leaf in leaves if leaf in raw["items"]]
+    merged: dict = {"doc_id": [f"{leaf}/{d}" for leaf in leaves if leaf in raw["items"]
+                               for d in raw["items"][leaf]["doc_id"]]}
+    for key in parts[0]:
+        if key != "doc_id" and all(key in part for part in parts):
+            merged[key] = [x for part in parts for x in part[key]]
+    return merged
+
+
+def chance_level(items: dict) -> float | None:
+    """The expected score of a uniform random guess: mean over items of 1 / number of choices."""
+    choices = [c for c in items.get("n_choices", []) if c]
+    return sum(1 / c for c in choices) / len(choices) if choices else None
 
 
 def task_scores(raw: dict, name: str, metric: str) -> dict:

@@ -69,7 +69,24 @@ def run_lm_eval(
         for task, items in out.get("samples", {}).items()
     }
     n = {task: int(v.get("effective", v.get("original", 0))) for task, v in out.get("n-samples", {}).items()}
-    return {"results": _plain(out["results"]), "n": n, "task_hashes": task_hashes, "subtasks": subtasks}
+    items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
+    return {"results": _plain(out["results"]), "n": n, "task_hashes": task_hashes, "subtasks": subtasks, "items": items}
+
+
+ITEM_METRICS = ("acc", "acc_norm")
+
+
+def item_outcomes(samples: list[dict]) -> dict:
+    """One task's per-item evidence from lm-eval's samples, as parallel lists in document order:
+    doc_id, a short hash of the document (two runs scored the same item only if both agree),
+    correct (1/0) by each metric the task reports, and the number of choices (chance = 1/choices)."""
+    samples = sorted(samples, key=lambda s: s["doc_id"])
+    out: dict = {"doc_id": [s["doc_id"] for s in samples], "doc_hash": [s["doc_hash"][:12] for s in samples]}
+    for metric in ITEM_METRICS:
+        if all(metric in s for s in samples) and samples:
+            out[metric] = [int(round(float(s[metric]))) for s in samples]
+    out["n_choices"] = [len(s.get("filtered_resps") or ()) for s in samples]
+    return out
 
 
 def _plain(obj):

@@ -81,18 +81,20 @@ def window_perplexity(model, tokenizer, text: str, window: int, n_windows: int |
         raise ValueError(f"text of {len(ids)} tokens holds no window of {window}")
     batches = ids[: n * window].view(n, window).split(batch_size)
     device = next(model.parameters()).device
-    nll, count = 0.0, 0
+    window_nll: list[float] = []  # summed next-token NLL of each window: the suites pair models by window
     from tqdm.auto import tqdm
 
     for batch in tqdm(batches, desc="ppl windows", leave=False, disable=not progress):
         batch = batch.to(device)
         logits = model(input_ids=batch).logits.float()
-        nll += torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="sum"
-        ).item()
-        count += batch.numel() - batch.size(0)
-    return {"ppl": math.exp(nll / count), "window": window, "n_windows": n, "available_windows": available,
-            "tokens_scored": count, "text_tokens": len(ids)}
+        losses = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="none"
+        ).view(batch.size(0), -1)
+        window_nll += losses.double().sum(dim=1).tolist()
+    per_window = window - 1
+    count = per_window * n
+    return {"ppl": math.exp(sum(window_nll) / count), "window": window, "n_windows": n, "available_windows": available,
+            "tokens_scored": count, "tokens_per_window": per_window, "text_tokens": len(ids), "nll": window_nll}
 
 
 def lm_eval_wikitext(subject, lm: dict, settings: dict, ctx) -> dict:

@@ -1,64 +1,195 @@
 """Profiles: what a run measures, as TOML data (bench/profiles/<name>.toml or any .toml path).
 
 A profile names the model, the pruning methods in the order they run, and the settings of each
-measurement. Everything left out takes the defaults below; an unknown key is an error (a typo
-must not silently fall back to a default). The resolved profile is stored in run.json.
+measurement. It is parsed into the declared schema below (`laco.config`): everything left out takes
+the defaults written here, and a typo, a missing key or a wrong type is one line naming the file and
+the key, before anything is loaded or measured. The resolved profile (a plain dict) is stored in
+run.json and is what the measurements read.
 """
 
 from __future__ import annotations
 
-import copy
+import difflib
 import re
-import sys
 from importlib import resources
 from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import Field, field_validator, model_validator
 
 from laco import LacoError
+from laco.config import Strict, read_toml, validate
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-MEASUREMENTS = ("pruning_time", "memory", "perplexity", "accuracy", "throughput_hf", "throughput_vllm")
-
-DEFAULTS: dict = {
-    "description": "",
-    "seed": 0,
-    "model": {"spec": None, "dtype": "float32", "device": "cpu", "device_map": None, "trust_remote_code": False},
-    "calibration": {"file": None},  # None: laco's built-in sentences
-    "methods": [],
-    "measurements": ["pruning_time", "memory", "perplexity", "accuracy", "throughput_hf", "throughput_vllm"],
-    "accuracy": {
-        "backend": "hf",  # hf: lm-eval HFLM on the in-memory model; vllm: lm-eval's vllm backend
-        "batch_size": 8,
-        "max_length": None,  # HFLM context length; None: lm-eval's default for the model
-        "bootstrap_iters": 1000,
-        "tasks": {},  # lm-eval task or group -> {limit, num_fewshot, metric}
-    },
-    "perplexity": {
-        "window": 512,  # the paper's protocol: non-overlapping windows of this many tokens
-        "n_windows": None,  # None: every window of wikitext-2 test
-        "batch_size": 4,
-        "lm_eval_wikitext": True,  # also lm-eval's `wikitext` task (word perplexity)
-        "lm_eval_limit": None,  # documents of the lm-eval task (62 in all)
-        "lm_eval_max_length": None,  # rolling-window length of the lm-eval task
-    },
-    "memory": {"prompt_len": 128, "new_tokens": 32, "batch_size": 1},
-    "throughput": {"batch_size": 8, "input_len": 128, "output_len": 128, "warmup": 1, "repeats": 3},
-    "vllm": {
-        "python": None,  # interpreter of the vLLM environment; env LACO_VLLM_PYTHON wins
-        "tensor_parallel_size": 1,
-        "max_model_len": None,
-        "gpu_memory_utilization": 0.9,  # on CPU: the fraction of CPU memory vLLM may reserve
-        "cpu_kvcache_gib": 1,  # CPU only: VLLM_CPU_KVCACHE_SPACE, the KV cache size in GiB
-        "enforce_eager": False,  # True skips torch.compile (start-up minutes on CPU)
-        "timeout_s": 1800,
-    },
-}
-TASK_KEYS = {"limit", "num_fewshot", "metric"}
-METHOD_KEYS = {"name", "label", "target", "params", "settings_from"}
+MEASUREMENTS = ("pruning_time", "memory", "perplexity", "accuracy", "flops", "throughput_hf", "throughput_vllm")
+Measurement = Literal["pruning_time", "memory", "perplexity", "accuracy", "flops", "throughput_hf", "throughput_vllm"]
 LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ModelSettings(Strict):
+    spec: str = Field(min_length=1)  # hub id, folder, .gguf file or an embedded name (laco.loading)
+    revision: str | None = None  # hub commit or tag; recorded in the dense model's identity
+    dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
+    device: str = "cpu"
+    device_map: Union[str, dict, None] = None
+    trust_remote_code: bool = False
+
+
+class CalibrationSettings(Strict):
+    """Where the calibration texts come from (laco.calibration); None everywhere: laco's 10 sentences."""
+
+    file: str | None = None  # one text per line, or JSONL with `field`
+    field: str | None = None
+    # wikitext-2 test documents of the data dir by index, [first, last] inclusive: documents the
+    # run's perplexity and lm-eval wikitext never read (the runner checks that they are disjoint)
+    wikitext_documents: list[int] | None = Field(default=None, min_length=2, max_length=2)
+
+
+class MethodSettings(Strict):
+    name: str
+    label: str | None = None
+    target: Union[float, str, None] = None  # a ratio in (0, 1), or "match:LABEL"
+    params: dict = Field(default_factory=dict)
+    settings_from: str | None = None
+    point: str | None = None  # the ratio point this model belongs to in the report; default from target
+    calibration: CalibrationSettings | None = None  # a method that needs more calibration text
+
+
+class TaskOptions(Strict):
+    limit: int | None = Field(default=None, ge=1)
+    num_fewshot: int = Field(default=0, ge=0)
+    metric: Literal["acc", "acc_norm"] | None = None
+
+
+class AccuracySettings(Strict):
+    backend: Literal["hf", "hf-shared", "vllm"] = "hf"  # hf: lm-eval HFLM; hf-shared: one forward per context
+    batch_size: int = Field(default=8, ge=1)
+    max_length: int | None = Field(default=None, ge=16)
+    bootstrap_iters: int = Field(default=0, ge=0)  # lm-eval's own stderr bootstrap; the suites bootstrap items
+    tasks: dict[str, TaskOptions] = Field(default_factory=dict)
+
+
+class PerplexitySettings(Strict):
+    window: int = Field(default=512, ge=2)  # the paper's protocol: non-overlapping windows of this many tokens
+    n_windows: int | None = Field(default=None, ge=1)  # None: every window of wikitext-2 test
+    batch_size: int = Field(default=4, ge=1)
+    lm_eval_wikitext: bool = True  # also lm-eval's `wikitext` task (word perplexity)
+    lm_eval_limit: int | None = Field(default=None, ge=1)  # documents of the lm-eval task (62 in all)
+    lm_eval_max_length: int | None = Field(default=None, ge=16)
+
+
+class MemorySettings(Strict):
+    prompt_len: int = Field(default=128, ge=1)
+    new_tokens: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=600, gt=0)
+
+
+class ThroughputSettings(Strict):
+    batch_size: int = Field(default=8, ge=1)
+    input_len: int = Field(default=128, ge=1)
+    output_len: int = Field(default=128, ge=2)  # >= 2: decode is timed apart from the first token
+    warmup: int = Field(default=1, ge=0)
+    rounds: int = Field(default=5, ge=2)  # interleaved over all models of the run
+    resident: Union[bool, Literal["auto"]] = "auto"  # HF: keep every model loaded, or reload per round
+
+
+class PruningTimeSettings(Strict):
+    repeats: int = Field(default=3, ge=1)  # timings of the pruning step per method (the first is the run's own)
+
+
+class VllmSettings(Strict):
+    python: str | None = None  # interpreter of the vLLM environment; env LACO_VLLM_PYTHON wins
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)  # on CPU: the share of memory vLLM may take
+    cpu_kvcache_gib: float = Field(default=1, gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    enforce_eager: bool = False  # True skips torch.compile (start-up minutes on CPU)
+    timeout_s: float = Field(default=1800, gt=0)
+
+
+class Acceptance(Strict):
+    """A release criterion of this profile, judged by the suites like a claim against the dense model."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    statement: str
+    subject: str = "laco"  # a role of the claims file, or a method label of this profile
+    metric: Literal["perplexity.ppl", "accuracy.average", "memory.param_mb", "memory.peak_mb"]
+    comparison: Literal["<", "<=", ">", ">="]
+    threshold: float = Field(gt=0)  # subject <comparison> threshold x dense
+    gate: bool = True
+
+
+class Profile(Strict):
+    description: str = ""
+    seed: int = 0
+    model: ModelSettings
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    methods: list[MethodSettings] = Field(default_factory=list)
+    measurements: list[Measurement] = Field(default_factory=lambda: list(MEASUREMENTS))
+    accuracy: AccuracySettings = Field(default_factory=AccuracySettings)
+    tasks: dict[str, dict] = Field(default_factory=dict)  # extra benchmarks as data (bench.tasks)
+    perplexity: PerplexitySettings = Field(default_factory=PerplexitySettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
+    pruning_time: PruningTimeSettings = Field(default_factory=PruningTimeSettings)
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
+    acceptance: list[Acceptance] = Field(default_factory=list)
+
+    @field_validator("measurements")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a measurement is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _methods(self) -> Profile:
+        from laco.pruners import PRUNERS
+
+        labels: list[str] = []
+        for i, method in enumerate(self.methods):
+            where = f"methods[{i}]"
+            if method.name not in PRUNERS:
+                close = difflib.get_close_matches(method.name, PRUNERS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{where}.name: pruning method {method.name!r} is not registered{hint}; "
+                                 f"registered: {', '.join(PRUNERS)}")
+            method.label = method.label or method.name
+            if not LABEL.match(method.label) or method.label == "dense":
+                raise ValueError(f"{where}.label: {method.label!r} must be a file-name-safe word other than 'dense'")
+            if method.label in labels:
+                raise ValueError(f"{where}.label: {method.label!r} is used twice; give each method entry its own label")
+            _check_target(method, labels, where)
+            if method.settings_from is not None:
+                take_laco_settings(method, self.methods[:i], where)
+            labels.append(method.label)
+        return self
+
+
+def _check_target(method: MethodSettings, labels: list[str], where: str) -> None:
+    target = method.target
+    if isinstance(target, str):
+        if not target.startswith("match:") or target.removeprefix("match:") not in labels:
+            raise ValueError(f"{where}.target: {target!r} must be 'match:LABEL' of an earlier method ({labels})")
+    elif target is not None and not 0 < target < 1:
+        raise ValueError(f"{where}.target: a ratio must lie in (0, 1), got {target!r}")
+    if target is not None and {"target_ratio", "target_layers"} & set(method.params):
+        raise ValueError(f"{where}: give the target either as 'target' or in params, not both")
+
+
+def take_laco_settings(method: MethodSettings, earlier: list[MethodSettings], where: str) -> None:
+    """`settings_from = "LABEL"`: an ablation takes the parameters it shares with that earlier LaCo
+    method (laco.pruners.SHARED_WITH_LACO); its own params override them."""
+    from laco.pruners import SHARED_WITH_LACO
+
+    source = next((m for m in earlier if m.label == method.settings_from), None)
+    if source is None or source.name != "laco":
+        raise ValueError(f"{where}.settings_from: {method.settings_from!r} must be the label of an earlier laco method")
+    if method.name not in SHARED_WITH_LACO:
+        raise ValueError(f"{where}.settings_from: {method.name} takes no settings from LaCo "
+                         f"(only {', '.join(SHARED_WITH_LACO)})")
+    shared = {k: source.params[k] for k in SHARED_WITH_LACO[method.name] if k in source.params}
+    method.params = {**shared, **method.params}
 
 
 def profile_names() -> list[str]:
@@ -66,110 +197,42 @@ def profile_names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_profile(name_or_path: str) -> tuple[str, dict]:
-    """Read and resolve a profile by shipped name or by .toml path; returns (name, profile)."""
-    path = Path(name_or_path)
+def profile_path(name_or_path: str) -> tuple[str, Path]:
+    """(name, file) of a shipped profile name or a .toml path."""
     if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
         if not path.is_file():
             raise LacoError(f"profile file not found: {path}")
-        text, name = path.read_text(encoding="utf-8"), path.stem
-    else:
-        entry = resources.files("bench").joinpath("profiles", f"{name_or_path}.toml")
-        if not entry.is_file():
-            import difflib
-
-            names = profile_names()
-            close = difflib.get_close_matches(name_or_path, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise LacoError(f"unknown profile {name_or_path!r}{hint} (shipped: {', '.join(names)})")
-        text, name = entry.read_text(encoding="utf-8"), name_or_path
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LacoError(f"profile {name}: not valid TOML: {exc}") from None
-    return name, resolve_profile(raw, name)
+        return path.stem, path
+    entry = resources.files("bench").joinpath("profiles", f"{name_or_path}.toml")
+    if not entry.is_file():
+        names = profile_names()
+        close = difflib.get_close_matches(name_or_path, names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise LacoError(f"unknown profile {name_or_path!r}{hint} (shipped: {', '.join(names)})")
+    return name_or_path, Path(str(entry))
 
 
-def resolve_profile(raw: dict, name: str = "profile") -> dict:
-    profile = _merge(DEFAULTS, raw, name)
-    _validate(profile, name)
+def load_profile(name_or_path: str) -> tuple[str, dict]:
+    """Read and resolve a profile by shipped name or by .toml path; returns (name, profile dict)."""
+    name, path = profile_path(name_or_path)
+    return name, resolve_profile(read_toml(path, "profile"), path)
+
+
+def resolve_profile(raw: dict, where: str | Path = "profile") -> dict:
+    """The profile with every default filled in, as the plain dict the bench stores and reads."""
+    profile = validate(raw, Profile, where).model_dump()
+    for method in profile["methods"]:
+        method["point"] = method["point"] or default_point(method, profile["methods"])
     return profile
 
 
-def _merge(defaults: dict, given: dict, where: str) -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in given.items():
-        if key not in defaults:
-            raise LacoError(f"{where}: unknown key {key!r} (known: {', '.join(defaults)})")
-        free_form = key in ("tasks", "methods", "measurements")
-        if isinstance(defaults[key], dict) and not free_form:
-            if not isinstance(value, dict):
-                raise LacoError(f"{where}.{key} must be a table")
-            out[key] = _merge(defaults[key], value, f"{where}.{key}")
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _validate(profile: dict, name: str) -> None:
-    from laco.loading import DTYPES
-    from laco.pruners import PRUNERS
-
-    if not profile["model"]["spec"]:
-        raise LacoError(f"{name}: model.spec is required")
-    if profile["model"]["dtype"] not in DTYPES:
-        raise LacoError(f"{name}: model.dtype must be one of {', '.join(DTYPES)}")
-    unknown = [m for m in profile["measurements"] if m not in MEASUREMENTS]
-    if unknown:
-        raise LacoError(f"{name}: unknown measurements {unknown} (known: {', '.join(MEASUREMENTS)})")
-    if profile["accuracy"]["backend"] not in ("hf", "vllm"):
-        raise LacoError(f"{name}: accuracy.backend must be 'hf' or 'vllm'")
-    for task, opts in profile["accuracy"]["tasks"].items():
-        if not isinstance(opts, dict) or set(opts) - TASK_KEYS:
-            raise LacoError(f"{name}: accuracy.tasks.{task} must be a table of {sorted(TASK_KEYS)}")
-        if opts.get("metric") not in (None, "acc", "acc_norm"):
-            raise LacoError(f"{name}: accuracy.tasks.{task}.metric must be 'acc' or 'acc_norm'")
-
-    labels: list[str] = []
-    for i, method in enumerate(profile["methods"]):
-        where = f"{name}: methods[{i}]"
-        if not isinstance(method, dict) or set(method) - METHOD_KEYS or "name" not in method:
-            raise LacoError(f"{where} must be a table with 'name' and optional {sorted(METHOD_KEYS - {'name'})}")
-        if method["name"] not in PRUNERS:
-            raise LacoError(
-                f"{where}: pruning method {method['name']!r} is not registered in laco.pruners.PRUNERS "
-                f"(registered: {', '.join(PRUNERS)})"
-            )
-        method.setdefault("label", method["name"])
-        method.setdefault("params", {})
-        method.setdefault("target", None)
-        label = method["label"]
-        if not LABEL.match(label) or label == "dense":
-            raise LacoError(f"{where}: label {label!r} must be a file-name-safe word other than 'dense'")
-        if label in labels:
-            raise LacoError(f"{where}: label {label!r} is used twice; give each method entry its own label")
-        target = method["target"]
-        if isinstance(target, str):
-            if not target.startswith("match:") or target.removeprefix("match:") not in labels:
-                raise LacoError(f"{where}: target {target!r} must be 'match:LABEL' of an earlier method ({labels})")
-        elif target is not None and not (isinstance(target, float) and 0 < target < 1):
-            raise LacoError(f"{where}: target must be a ratio in (0, 1) or 'match:LABEL', got {target!r}")
-        if target is not None and {"target_ratio", "target_layers"} & set(method["params"]):
-            raise LacoError(f"{where}: give the target either as 'target' or in params, not both")
-        if "settings_from" in method:
-            take_laco_settings(method, profile["methods"][:i], where)
-        labels.append(label)
-
-
-def take_laco_settings(method: dict, earlier: list[dict], where: str) -> None:
-    """`settings_from = "LABEL"`: an ablation takes the parameters it shares with that earlier LaCo
-    method (laco.pruners.SHARED_WITH_LACO); its own params override them."""
-    from laco.pruners import SHARED_WITH_LACO
-
-    source = next((m for m in earlier if m["label"] == method["settings_from"]), None)
-    if source is None or source["name"] != "laco":
-        raise LacoError(f"{where}: settings_from {method['settings_from']!r} must be the label of an earlier laco method")
-    if method["name"] not in SHARED_WITH_LACO:
-        raise LacoError(f"{where}: {method['name']} takes no settings from LaCo (only {', '.join(SHARED_WITH_LACO)})")
-    shared = {k: source["params"][k] for k in SHARED_WITH_LACO[method["name"]] if k in source["params"]}
-    method["params"] = {**shared, **method["params"]}
+def default_point(method: dict, methods: list[dict]) -> str:
+    """Models matched to another share its ratio point; others are a point of their own."""
+    target = method["target"]
+    if isinstance(target, str):
+        other = next(m for m in methods if m["label"] == target.removeprefix("match:"))
+        return other["point"] or default_point(other, methods)
+    if isinstance(target, float):
+        return f"{target:.0%}"
+    return method["label"]

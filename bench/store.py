@@ -1,40 +1,50 @@
 """The run directory: one JSON per (model, measurement), written atomically the moment it is done.
 
-    runs/<ID>/run.json                       the resolved profile and where the run happened
-    runs/<ID>/models/<key>.json              what each model is (fingerprint, pruning record, weights)
+    runs/<ID>/run.json                       the resolved profile, where the run happened, and the
+                                             history of the code versions that wrote into it
+    runs/<ID>/models/<key>.json              what each model is (identity, pruning record, weights)
     runs/<ID>/results/<key>/<measurement>.json
 
-A result is reused on a re-run when its file holds the same model fingerprint and the same
-settings hash and its status is "ok"; anything else is measured again ("n/a" too: the reason is
-either found at once, like a missing environment, or may be gone, like an engine that failed).
-Because every file is renamed into place only
-when complete, an interrupted run loses at most the measurement that was in flight.
+A result is keyed by everything that determines it: the model's identity (its weights digest among
+it), the measurement's settings, and the code that measured it (`laco.provenance.code_identity`, plus
+the library versions). It is reused on a re-run only when all of these match and its status is "ok";
+a result of other code is re-measured unless the caller allows reuse explicitly, and the report marks
+it. A failed measurement replaces the previous file of that (model, measurement) with a "failed"
+record, so no later step can read a number the current code did not produce.
+
+Every file is renamed into place only when complete, so a process killed at any point loses at most
+the measurement that was in flight; the temporary files such a kill leaves are removed when the run
+is opened again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from laco.provenance import device_info, fingerprint, git_commit, library_versions
+from laco.provenance import code_identity, device_info, fingerprint, library_versions
 
-RESULT_STATUSES = ("ok", "n/a")
+RESULT_STATUSES = ("ok", "n/a", "failed")
+TEMP_SUFFIX = ".tmp"
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def atomic_write_json(path: Path, obj: dict) -> Path:
-    """Write JSON to a temp file beside `path`, flush it to disk, then rename it into place."""
+def atomic_write_json(path: Path, obj: dict, *, compact: bool = False) -> Path:
+    """Write JSON to a temp file beside `path`, flush it to disk, then rename it into place.
+    `compact`: one line (results carry per-item and per-window lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+            text = json.dumps(obj, separators=(",", ":"), default=str) if compact else json.dumps(obj, indent=1, default=str)
+            f.write(text + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for every reader
@@ -56,21 +66,40 @@ def settings_hash(settings: dict) -> str:
     return fingerprint(settings)
 
 
+def code_key() -> dict:
+    """The code and environment part of a result's key."""
+    return {**code_identity(), "libraries": fingerprint(library_versions())}
+
+
+def same_code(a: dict | None, b: dict | None) -> bool:
+    return bool(a and b and a.get("source_digest") == b.get("source_digest") and a.get("libraries") == b.get("libraries"))
+
+
 class RunStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, reuse_other_code: bool = False):
         self.root = Path(root)
+        self.reuse_other_code = reuse_other_code
 
     # -- run.json -----------------------------------------------------------------------------
     def start(self, profile_name: str, profile: dict, *, data_dir: str | None, seed: int, device: str) -> dict:
-        """Write run.json with `finished: null`; a resumed run keeps its first start time."""
+        """Write run.json with `finished: null`; a resumed run keeps its first start time and adds the
+        current code to the history of code versions that wrote into the run."""
+        self.clean_temporaries()
         old = read_json(self.root / "run.json") or {}
+        code = code_key()
+        history = list(old.get("code_history", []))
+        if not history or not same_code(history[-1], code):
+            history.append({**code, "since": now()})
         run = {
             "profile": profile,
             "profile_name": profile_name,
             "started": old.get("started") or now(),
             "finished": None,
             "resumed": old.get("resumed", []) + ([now()] if old else []),
-            "git_commit": git_commit(),
+            "git_commit": code["commit"],
+            "code": code,
+            "code_history": history,
+            "reuse_other_code": self.reuse_other_code,
             "libraries": library_versions(),
             "device": device_info(device),
             "seed": seed,
@@ -84,6 +113,22 @@ class RunStore:
         run["finished"] = now()
         atomic_write_json(self.root / "run.json", run)
 
+    def clean_temporaries(self) -> list[Path]:
+        """Remove what a killed process left: temp JSON files and half-written weight folders."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        for tmp in self.root.rglob(f".*{TEMP_SUFFIX}"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        weights = self.root / "weights"
+        if weights.is_dir():
+            for folder in weights.glob(".*.tmp-*"):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
     # -- models/<key>.json --------------------------------------------------------------------
     def model_path(self, key: str) -> Path:
         return self.root / "models" / f"{key}.json"
@@ -93,6 +138,12 @@ class RunStore:
 
     def write_model(self, doc: dict) -> Path:
         return atomic_write_json(self.model_path(doc["key"]), doc)
+
+    def forget_model(self, key: str) -> None:
+        """A failed prune: its earlier record and weights must not be read by any later step."""
+        self.model_path(key).unlink(missing_ok=True)
+        shutil.rmtree(self.weights_dir(key), ignore_errors=True)
+        shutil.rmtree(self.root / "results" / key, ignore_errors=True)
 
     def weights_dir(self, key: str) -> Path:
         """Where a pruned model's weights are saved, so that a resumed run reloads instead of re-pruning."""
@@ -109,16 +160,19 @@ class RunStore:
         return read_json(self.result_path(key, measurement))
 
     def is_fresh(self, key: str, measurement: str, model_fingerprint: str, settings_digest: str) -> bool:
-        """True when the stored result is "ok" and was measured on the same model with the same settings."""
+        """True when the stored result is "ok", of the same model, with the same settings, and measured
+        by the same code (or by other code, when the run allows reusing it)."""
         doc = self.read_result(key, measurement)
         return bool(
             doc
             and doc.get("model_fingerprint") == model_fingerprint
             and doc.get("settings_hash") == settings_digest
             and doc.get("status") == "ok"
+            and (self.reuse_other_code or same_code(doc.get("code"), code_key()))
         )
 
     def write_result(self, doc: dict) -> Path:
         if doc["status"] not in RESULT_STATUSES:
             raise ValueError(f"result status must be one of {RESULT_STATUSES}, got {doc['status']!r}")
-        return atomic_write_json(self.result_path(doc["model"], doc["measurement"]), doc)
+        doc.setdefault("code", code_key())
+        return atomic_write_json(self.result_path(doc["model"], doc["measurement"]), doc, compact=True)

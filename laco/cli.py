@@ -1,5 +1,5 @@
 """The `laco` command. Sub-commands are registered lazily as "module:function" so that the
-pruning core never imports the bench, and `laco prune` starts without loading lm-eval."""
+pruning core never imports the bench or the suites, and `laco prune` starts without loading lm-eval."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model by Layer Collapse and save it with provenance"),
-    "report": ("laco.report.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
-    "compare": ("laco.report.commands:compare_main", "per-metric deltas of run B vs run A; exit 1 on a regression"),
-    "gate": ("laco.report.commands:gate_main", "release gate of a run; exit 1 when a gated claim fails"),
+    "report": ("suites.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
+    "compare": ("suites.commands:compare_main", "run B vs run A, paired; exit 1 on a regression"),
+    "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
     "baselines-compare": ("bench.baselines_compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
     "bench": ("bench.cli:bench_main", "measure dense and pruned models of a profile into a resumable run directory"),
 }

@@ -37,8 +37,7 @@ def device_info(device: str | torch.device = "cpu") -> dict[str, str | int]:
     return info
 
 
-@lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+def _sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 24), b""):
@@ -46,8 +45,52 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """The digest, from the on-disk cache when this (path, size, mtime) was hashed before."""
+    key = f"{path}|{size}|{mtime_ns}"
+    cache = _digest_cache_file()
+    known = _read_digest_cache(cache)
+    if key in known:
+        return known[key]
+    digest = _sha256_of(path)
+    if size >= 1 << 20:  # small files hash faster than the cache is read back
+        _remember_digest(cache, key, digest)
+    return digest
+
+
+def _digest_cache_file() -> Path:
+    from laco.loading import cache_root
+
+    return cache_root() / "digests.json"
+
+
+def _read_digest_cache(cache: Path) -> dict:
+    try:
+        return json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_digest(cache: Path, key: str, digest: str) -> None:
+    """Add one entry, written by rename so a killed process never leaves a torn file."""
+    import os
+    import tempfile
+
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        known = _read_digest_cache(cache)
+        known[key] = digest
+        fd, tmp = tempfile.mkstemp(prefix=".digests.", dir=cache.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(known, f)
+        os.replace(tmp, cache)
+    except OSError:  # a read-only cache costs only the re-hash next time
+        pass
+
+
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for this process."""
+    """SHA-256 of a file, remembered on disk per (path, size, mtime): weights are hashed once."""
     st = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
@@ -82,3 +125,28 @@ def fingerprint(obj) -> str:
     """A short stable hash of a JSON-able object (sorted keys)."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The packages whose code decides a measured number: the pruning core and the bench. The suites only
+# read results, so a change there re-judges a run without re-measuring it.
+CODE_PACKAGES = ("laco", "bench")
+
+
+@lru_cache(maxsize=1)
+def code_identity() -> dict[str, str | None]:
+    """What code measured a result: the laco-bench version, the git commit of the checkout (None when
+    installed), and a digest of the source of the packages that measure (every .py, .toml and .txt
+    file under them), which also tells uncommitted edits apart."""
+    import importlib
+
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        root = Path(importlib.import_module(package).__file__).resolve().parent
+        for file in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".toml", ".txt") and p.is_file()):
+            if "__pycache__" in file.parts:
+                continue
+            digest.update(f"{package}/{file.relative_to(root).as_posix()}".encode())
+            digest.update(file.read_bytes())
+    from laco import __version__
+
+    return {"version": __version__, "commit": git_commit(), "source_digest": digest.hexdigest()[:16]}

@@ -1,10 +1,11 @@
 """The claims suites: `pytest suites --run runs/ID` judges a finished (or partial) bench run.
 
-Each suite file names one claim of claims.toml (`CLAIM = "..."`) and is parametrised over the
-run's models that the claim judges (e.g. every LaCo model). The judging itself is
-`laco.report.judge`, the same code the report and `laco gate` use; the suites only read the
-run, print the claim's table, and assert once:
-  PASS -> passed;  FAIL -> failed;  not measured -> skipped with the reason (never passed).
+Each suite file names one claim of claims.toml (`CLAIM = "..."`) and is parametrised over the run's
+models that the claim judges. The judging is `suites.verdicts`, the same code the report and
+`laco gate` use; the suites print the claim's rows and assert once:
+  PASS -> passed;  FAIL -> failed;  INCONCLUSIVE -> failed with the interval and the items that would
+  decide (an undecided claim is not a pass);  not measured / not at the claim's conditions -> skipped
+  with the reason (never passed).
 Without --run every suite is skipped with a message saying how to give one.
 """
 
@@ -13,71 +14,83 @@ from __future__ import annotations
 import pytest
 
 from laco import LacoError
-from laco.report.judge import FAIL, NOT_MEASURED, judge, judge_run, load_claims, subjects
-from laco.report.render import VERDICT_MARK, table
-from laco.report.runs import load_run
+from suites.claims import load_claims
+from suites.evidence import load_run
+from suites.verdicts import FAIL, INCONCLUSIVE, PASS, Judge
 
 _STATE = pytest.StashKey[dict]()
+ACCEPTANCE = "profile acceptance"  # CLAIM of the suite file that judges the profile's own criteria
 NO_RUN = "no run given: judge one with `pytest suites --run runs/ID` (written by `laco bench`)"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("laco claims")
     group.addoption("--run", help="run directory written by `laco bench` (runs/ID) to judge")
-    group.addoption("--claims", help="claims file (default: suites/claims.toml)")
+    group.addoption("--claims", help="claims file (default: the one shipped with the suites)")
 
 
 def pytest_configure(config):
-    state = {"run": None, "claims": None}
+    state = {"judge": None}
     if config.getoption("--run", default=None):
         try:
-            state["run"] = load_run(config.getoption("--run"))
-            state["claims"] = load_claims(config.getoption("--claims"))
+            state["judge"] = Judge(load_run(config.getoption("--run")), load_claims(config.getoption("--claims")))
         except LacoError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = state
 
 
+def _skip(why: str, name: str):
+    return [pytest.param(None, marks=pytest.mark.skip(reason=why), id=name)]
+
+
 def pytest_generate_tests(metafunc):
     if "subject" not in metafunc.fixturenames:
         return
-    state = metafunc.config.stash[_STATE]
-    run, claims = state["run"], state["claims"]
-    if run is None:
-        metafunc.parametrize("subject", [pytest.param(None, marks=pytest.mark.skip(reason=NO_RUN))], ids=["no-run"])
+    judge = metafunc.config.stash[_STATE]["judge"]
+    if judge is None:
+        metafunc.parametrize("subject", _skip(NO_RUN, "no-run"))
         return
-    claim = claims.get(metafunc.module.CLAIM)
-    if not claim.applies_to(run.profile_name):
-        why = f"claim {claim.id} does not apply to profile {run.profile_name}"
-        metafunc.parametrize("subject", [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["n/a"])
+    if metafunc.module.CLAIM == ACCEPTANCE:  # the profile's own release criteria, one test per (criterion, model)
+        pairs = [(c, k) for c in judge.claims.for_run(judge.run) if c.id.startswith("profile:") for k in judge.subjects(c)]
+        if not pairs:
+            metafunc.parametrize("subject", _skip(f"profile {judge.run.profile_name} declares no acceptance criteria", "none"))
+            return
+        metafunc.parametrize("subject", pairs, ids=[f"{c.id.removeprefix('profile:')}-{k}" for c, k in pairs])
         return
-    keys = subjects(run, claim, claims)
+    claim = judge.claims.get(metafunc.module.CLAIM)
+    if not claim.applies_to(judge.run.profile_name):
+        metafunc.parametrize("subject", _skip(f"claim {claim.id} does not apply to profile {judge.run.profile_name}", "n/a"))
+        return
+    keys = judge.subjects(claim)
     if not keys:
-        why = f"{NOT_MEASURED}: run {run.id} has no {claim.subject} model"
-        metafunc.parametrize("subject", [pytest.param(None, marks=pytest.mark.skip(reason=why))], ids=["none"])
+        metafunc.parametrize("subject", _skip(f"not measured: run {judge.run.id} has no {claim.subject} model", "none"))
         return
     metafunc.parametrize("subject", keys, ids=keys)
 
 
 @pytest.fixture
 def verdict(request, subject):
-    state = request.config.stash[_STATE]
-    claims = state["claims"]
-    return judge(state["run"], claims.get(request.module.CLAIM), subject, claims)
+    judge = request.config.stash[_STATE]["judge"]
+    if isinstance(subject, tuple):  # an acceptance criterion of the profile
+        return judge.judge(*subject)
+    return judge.judge(judge.claims.get(request.module.CLAIM), subject)
 
 
 @pytest.fixture
 def check():
-    """Print the claim's whole table, then assert once."""
+    """Print the claim's rows, then assert once."""
+    from suites.report import table
 
     def _check(verdict):
-        text = table(verdict.table(), ["claim", "model", "vs", "ours", "verdict", "note", "noise"])
+        rows = [[r.other or "", r.ours, r.status, "; ".join([r.note, *r.flags])] for r in verdict.rows]
+        text = table(rows, ["vs", "ours [95%]", "verdict", "note"])
         print(f"\n{verdict.claim.statement} ({verdict.claim.source})\npaper: {verdict.paper}\n{text}")
-        if verdict.status == NOT_MEASURED:
-            notes = "; ".join(r.note for r in verdict.rows if r.status == NOT_MEASURED)
-            pytest.skip(f"{NOT_MEASURED}: {notes}")
-        if verdict.status == FAIL:  # the one assertion: any failing row fails the claim
-            pytest.fail(f"{verdict.claim.id} fails for {verdict.subject}:\n{text}", pytrace=False)
+        if verdict.status == PASS:
+            return
+        if verdict.status in (FAIL, INCONCLUSIVE):  # the one assertion: an undecided claim is not a pass
+            pytest.fail(f"{verdict.claim.id} is {verdict.status} for {verdict.subject}:\n{text}", pytrace=False)
+        notes = dict.fromkeys(r.note for r in verdict.rows if r.status != PASS and r.note)
+        pytest.skip(f"{verdict.status}: " + "; ".join(notes))
 
     return _check
 
@@ -85,10 +98,12 @@ def check():
 def pytest_terminal_summary(terminalreporter, config):
     """The whole verdict table of the run, as the report shows it."""
     state = config.stash.get(_STATE, None)
-    if not state or state["run"] is None:
+    if not state or state["judge"] is None:
         return
-    verdicts = judge_run(state["run"], state["claims"])
-    rows = [[v.claim.id, v.subject, v.ours, VERDICT_MARK[v.status].strip("*") + (" (gated)" if v.gated else ""),
-             v.noise] for v in verdicts]
-    terminalreporter.write_sep("=", f"claims of run {state['run'].id} (profile {state['run'].profile_name})")
-    terminalreporter.write_line(table(rows, ["claim", "model", "ours", "verdict", "noise"]))
+    from suites.report import VERDICT_MARK, table
+
+    judge = state["judge"]
+    rows = [[v.claim.id, v.subject, v.ours, VERDICT_MARK[v.status].strip("*") + (" (gated)" if v.gated else "")]
+            for v in judge.all()]
+    terminalreporter.write_sep("=", f"claims of run {judge.run.id} (profile {judge.run.profile_name})")
+    terminalreporter.write_line(table(rows, ["claim", "model", "ours [95%]", "verdict"]))

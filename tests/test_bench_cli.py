@@ -15,7 +15,7 @@ def test_unregistered_method_fails_before_any_work(tmp_path, capsys):
     profile.write_text('[model]\nspec = "smollm2-135m"\n[[methods]]\nname = "llm-prunr"\n')
     assert main(["bench", "--profile", str(profile), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "'llm-prunr' is not registered in laco.pruners.PRUNERS" in err and not (tmp_path / "run").exists()
+    assert "'llm-prunr' is not registered (did you mean 'llm-pruner'?)" in err and not (tmp_path / "run").exists()
 
 
 def test_missing_data_dir_is_an_input_error(tmp_path, capsys):

@@ -52,16 +52,22 @@ def save_folder(path: Path, seed: int = 0) -> Path:
 
 
 # -- the store -----------------------------------------------------------------------------------
-def test_store_is_fresh_only_for_ok_results_of_the_same_model_and_settings(tmp_path):
+def test_store_is_fresh_only_for_ok_results_of_the_same_model_settings_and_code(tmp_path, monkeypatch):
+    from bench import store as store_module
+
     store = RunStore(tmp_path)
     doc = {"model": "m", "model_fingerprint": "f1", "measurement": "memory", "status": "ok", "settings_hash": "s1"}
-    store.write_result(doc)
+    store.write_result(dict(doc))
     assert store.is_fresh("m", "memory", "f1", "s1")
     assert not store.is_fresh("m", "memory", "f2", "s1") and not store.is_fresh("m", "memory", "f1", "s2")
-    store.write_result({**doc, "status": "n/a"})
+    other = {**store_module.code_key(), "source_digest": "edited"}  # one line of the measuring code changed
+    monkeypatch.setattr(store_module, "code_key", lambda: other)
+    assert not store.is_fresh("m", "memory", "f1", "s1")
+    assert RunStore(tmp_path, reuse_other_code=True).is_fresh("m", "memory", "f1", "s1")
+    store.write_result({**doc, "status": "failed", "reason": "worker crashed"})  # replaces the old number
     assert not store.is_fresh("m", "memory", "f1", "s1")
     with pytest.raises(ValueError):
-        store.write_result({**doc, "status": "failed"})
+        store.write_result({**doc, "status": "maybe"})
 
 
 def test_store_write_is_atomic(tmp_path, monkeypatch):

@@ -14,16 +14,21 @@ import pytest
 from run_fixtures import FIXTURES, good_models, write_run
 
 from laco.cli import main
-from laco.report.judge import load_claims
-from laco.report.render import render, table
-from laco.report.runs import load_run
+from suites.claims import load_claims
+from suites.evidence import load_run
+from suites.report import render, table
 
 EXAMPLE = FIXTURES / "example-smollm2"
 GOLDEN = Path(__file__).parent / "fixtures" / "reports" / "example-smollm2.md"
 
 
-def test_report_matches_the_golden_file():
-    text, _ = render(load_run(EXAMPLE), load_claims())
+@pytest.fixture(scope="module")
+def example():
+    return render(load_run(EXAMPLE), load_claims())
+
+
+def test_report_matches_the_golden_file(example):
+    text, _ = example
     if os.environ.get("LACO_UPDATE_GOLDEN"):
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         GOLDEN.write_text(text, encoding="utf-8")
@@ -32,27 +37,35 @@ def test_report_matches_the_golden_file():
         "the report changed; if intended, regenerate with LACO_UPDATE_GOLDEN=1 and review the diff")
 
 
-def test_report_states_what_the_fixture_holds():
-    text, plots = render(load_run(EXAMPLE), load_claims())
-    verdicts = dict(re.findall(r"^\| `([a-z-]+)` +\| laco +\|.*\| (PASS|\*\*FAIL\*\*|not measured)", text, re.M))
-    assert verdicts["search-beats-rule-merge"] == "**FAIL**"  # rule-based merging wins in the fixture
-    assert verdicts["laco-pruning-time-below-baselines"] == "not measured"  # slicegpt has no pruning time
-    assert verdicts["laco-avg-retention"] == "PASS"
-    assert "| laco       | 27.0%    | 45.0 ±3.5" in text  # per-benchmark score with lm-eval stderr
-    assert "83.3%" in text  # LaCo's average as % of dense: 2.35 / 2.82
-    assert "| drop       | perplexity      | drop: perplexity stale (older model)" in text
-    assert "chid (OpenCompass-only)" in text
+def verdict_of(text: str, claim: str, model: str) -> str:
+    row = re.search(rf"^\| `{re.escape(claim)}` +\| {re.escape(model)} +\|(.*)$", text, re.M)
+    assert row, (claim, model)
+    cells = [c.strip() for c in row.group(1).split("|")]
+    return cells[-3]
+
+
+def test_report_states_what_the_fixture_holds(example):
+    text, plots = example
+    assert verdict_of(text, "laco-avg-retention", "laco") == "PASS"
+    assert verdict_of(text, "laco-avg-retention", "laco-paper") == "not at the claim's conditions"
+    assert verdict_of(text, "search-beats-rule-merge", "laco") == "*INCONCLUSIVE*"  # rule-merge ahead, not decisively
+    assert verdict_of(text, "laco-pruning-time-below-baselines", "laco") == "not measured"  # slicegpt has no timing
+    assert verdict_of(text, "profile:laco-ppl-within-3x-dense", "laco-paper") == "**FAIL** (gated)"
+    assert "At the paper's conditions (25%–30% of parameters removed, Table 1 / abstract): **laco**" in text
+    assert re.search(r"\| laco-paper = rule-paper \(same weights\): accuracy +\| ok +\| identical answers", text)
+    assert re.search(r"\| drop +\| perplexity +\| drop: perplexity stale \(older model\)", text)
+    assert "LaCo 80.28 (Table 2 Per., Llama2-7B (another model))" in text
     assert [s["pointer"] for s in plots["traces"]["laco"]["steps"]] == [26, 24, 22, 21, 19, 18, 17]
-    assert plots["retention"]["laco"]["boolq"] == pytest.approx(0.40 / 0.60)
+    assert plots["retention"]["laco"]["boolq"] == pytest.approx(0.47 / 0.62)
 
 
-def test_report_renders_as_github_tables():
+def test_report_renders_as_github_tables(example):
     """Every table parses as a table with as many cells per row as headers: nothing breaks a row."""
     markdown_it = pytest.importorskip("markdown_it")
-    text, _ = render(load_run(EXAMPLE), load_claims())
+    text, _ = example
     html = markdown_it.MarkdownIt("commonmark").enable("table").render(text)
     n_tables = len(re.findall(r"^\|[-|]+\|$", text.replace(" ", ""), re.M))
-    assert html.count("<table>") == n_tables >= 9
+    assert html.count("<table>") == n_tables >= 12
     for block in re.findall(r"<table>.*?</table>", html, re.S):
         widths = {len(re.findall(r"<t[hd][ >]", row)) for row in re.findall(r"<tr>.*?</tr>", block, re.S)}
         assert len(widths) == 1, block[:200]
@@ -78,11 +91,13 @@ def test_laco_report_writes_markdown_and_plots_atomically(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["r1", "r1.md"]
 
 
-def test_report_of_a_paper_model_says_its_figures_are_not_entered(tmp_path):
+def test_report_of_a_paper_model_shows_its_own_dense_row(tmp_path):
     run = load_run(write_run(tmp_path / "r", good_models(), profile="llama2-7b"))
     text, _ = render(run, load_claims())
-    assert "Paper figures for Llama2-7B: **not entered**" in text
-    assert "(gated)" in text.split("## Models")[0]
+    dense = text.split("## Dense reproduction")[1].split("##")[0]
+    assert re.search(r"\| hellaswag +\| acc_norm n=200 +\| 43.0 +\| 25.0 +\| HeSw +\| 71.35 +\| 74.00 ", dense)
+    assert "another model" not in dense
+    assert "(gated)" in text.split("## Checks")[0]
 
 
 def test_report_of_a_bad_run_is_a_clear_error(tmp_path):

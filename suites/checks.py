@@ -1,0 +1,89 @@
+"""Checks of a run's figures against what must hold, so the bench catches its own noise and mistakes.
+
+- every model was scored on the same items as the dense model;
+- models with identical weights measure identically (same answers, same perplexity windows) and
+  their throughput ratio interval contains 1, otherwise the timing noise exceeds the interval;
+- a benchmark where the dense model itself is not above chance carries no retention signal;
+- a speed-up over dense whose whole interval lies above the compute-bound ideal (FLOP ratio) is
+  noise, not a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from suites import evidence as ev
+from suites import statistics as st
+from suites.evidence import DENSE, NotMeasured, Run
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def identical_weight_groups(run: Run) -> list[list[str]]:
+    """Models whose saved weights have the same digest (dense by its source digest is not compared)."""
+    groups: dict[str, list[str]] = {}
+    for key, model in run.models.items():
+        if model.weights:
+            groups.setdefault(model.weights, []).append(key)
+    return [keys for keys in groups.values() if len(keys) > 1]
+
+
+def identical_weights_checks(run: Run, resamples: int, seed: int) -> list[Check]:
+    checks = []
+    for keys in identical_weight_groups(run):
+        a, others = keys[0], keys[1:]
+        for b in others:
+            pair = f"{a} = {b} (same weights)"
+            try:
+                items = ev.paired_items(run, [a, b])
+                same = all(np.array_equal(items[t][a], items[t][b]) for t in items)
+                checks.append(Check(f"{pair}: accuracy", same, "identical answers on every item" if same else
+                                    "answers differ although the weights are identical"))
+            except NotMeasured as exc:
+                checks.append(Check(f"{pair}: accuracy", True, f"not compared: {exc}"))
+            try:
+                na, nb, _ = ev.paired_windows(run, a, b)
+                same = np.allclose(na, nb, rtol=1e-6, atol=1e-6)
+                checks.append(Check(f"{pair}: perplexity", same, "identical window NLL" if same else
+                                    "window NLL differs although the weights are identical"))
+            except NotMeasured as exc:
+                checks.append(Check(f"{pair}: perplexity", True, f"not compared: {exc}"))
+            for engine in ("hf", "vllm"):
+                try:
+                    ra, rb = ev.paired_rounds(run, a, b, engine, "decode_tokens_per_s")
+                except NotMeasured:
+                    continue
+                interval = st.round_ratio(ra, rb, resamples, seed)
+                checks.append(Check(f"{pair}: {engine} decode tok/s", interval.contains(1.0),
+                                    f"ratio ×{interval.fmt('.3f')}" + ("" if interval.contains(1.0) else
+                                                                        ": the timing noise exceeds the interval")))
+    return checks
+
+
+def dense_near_chance(run: Run, resamples: int, seed: int) -> list[Check]:
+    """Per benchmark: is the dense model above chance (its interval of score - chance above 0)?"""
+    try:
+        items = ev.task_items(run, DENSE)
+    except NotMeasured:
+        return []
+    checks = []
+    for task, t in items.items():
+        one = {task: {"dense": t.correct, "chance": t.chance}}
+        interval = st.bootstrap_tasks(one, lambda m: m[task]["dense"] - m[task]["chance"], resamples, seed)
+        checks.append(Check(f"dense above chance on {task}", interval.low > 0,
+                            f"{100 * t.score:.1f} vs chance {100 * t.chance_level:.1f}: {interval.fmt('+.1f', 100)} pt "
+                            f"(n={t.n})"))
+    return checks
+
+
+def run_checks(run: Run, resamples: int, seed: int) -> list[Check]:
+    problems = ev.item_check(run)
+    items = [Check("same items as dense", not problems, "; ".join(problems) or "every model answered the dense model's items")]
+    return items + identical_weights_checks(run, resamples, seed) + dense_near_chance(run, resamples, seed)

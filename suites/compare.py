@@ -1,0 +1,274 @@
+"""`laco compare A B`: run A (the baseline, e.g. last night's) against run B (the new one), model by model.
+
+Paired wherever the two runs share units, with tolerances from tolerances.toml:
+- accuracy per task: the same model key answered the same items in both runs, so each task is tested
+  with McNemar's exact test on the items whose answer changed; a significant drop is a regression;
+- the average over tasks: stratified paired bootstrap of B − A; an interval wholly below 0 is a regression;
+- perplexity: the same windows, paired bootstrap of PPL(B) / PPL(A); wholly above the tolerance: regression;
+- parameter memory: exact; peak memory and pruning time: ratios with a stated tolerance;
+- throughput: tokens/s of different nights are not comparable directly (different machine load), so a
+  pruned model's speed-up over its own run's dense model (paired rounds) is compared: B's interval wholly
+  below A's is a regression; dense's own tokens/s only beyond a loose ratio;
+- claims: a verdict going from PASS to FAIL is a regression; a move between INCONCLUSIVE and anything is
+  reported, not a regression.
+A measurement A has and B lacks is "lost" (a regression unless allowed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from laco.config import Strict, load
+from suites import evidence as ev
+from suites import statistics as st
+from suites.claims import Claims, suites_data
+from suites.evidence import DENSE, NotMeasured, Run
+from suites.verdicts import FAIL, INCONCLUSIVE, PASS, judge_run
+
+OK, BETTER, REGRESSION, LOST, NEW, CHANGED, NOT_PAIRED = "ok", "better", "REGRESSION", "lost", "new", "changed", "not paired"
+
+
+class AccuracyTolerance(Strict):
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # McNemar per task
+
+
+class RatioTolerance(Strict):
+    ratio: float = Field(ge=1)  # allowed worsening factor
+
+
+class MemoryTolerance(Strict):
+    param_ratio: float = Field(default=1.001, ge=1)
+    peak_ratio: float = Field(default=1.15, ge=1)
+
+
+class ThroughputTolerance(Strict):
+    dense_ratio: float = Field(default=1.35, ge=1)  # dense's own tokens/s from one night to the next
+
+
+class Tolerances(Strict):
+    accuracy: AccuracyTolerance = Field(default_factory=AccuracyTolerance)
+    perplexity: RatioTolerance = Field(default_factory=lambda: RatioTolerance(ratio=1.02))
+    memory: MemoryTolerance = Field(default_factory=MemoryTolerance)
+    throughput: ThroughputTolerance = Field(default_factory=ThroughputTolerance)
+    pruning_time: RatioTolerance = Field(default_factory=lambda: RatioTolerance(ratio=1.5))
+
+
+def load_tolerances(path: str | Path | None = None) -> Tolerances:
+    return load(path or suites_data("tolerances.toml"), Tolerances, "tolerances")
+
+
+@dataclass
+class Delta:
+    model: str
+    metric: str
+    a: str
+    b: str
+    change: str
+    tolerance: str
+    status: str
+
+
+class Comparison:
+    def __init__(self, a: Run, b: Run, tol: Tolerances, claims: Claims):
+        self.a, self.b, self.tol, self.claims = a, b, tol, claims
+        self.resamples, self.seed = claims.statistics.resamples, claims.statistics.seed
+
+    def deltas(self) -> list[Delta]:
+        out: list[Delta] = []
+        for key in self.a.models:
+            if key not in self.b.models:
+                out.append(Delta(key, "model", "present", "-", "-", "-", LOST))
+                continue
+            out += self.accuracy(key) + self.perplexity(key) + self.memory(key) + self.throughput(key)
+            out += self.pruning_time(key)
+        return out + self.claim_moves()
+
+    # -- accuracy --------------------------------------------------------------------------------
+    def accuracy(self, key: str) -> list[Delta]:
+        try:
+            ia = ev.task_items(self.a, key)
+        except NotMeasured:
+            return []
+        try:
+            ib = ev.task_items(self.b, key)
+        except NotMeasured as exc:
+            return [Delta(key, "accuracy", "measured", "-", "-", str(exc), LOST)]
+        deltas, paired = [], {}
+        alpha = self.tol.accuracy.alpha
+        for task, ta in ia.items():
+            tb = ib.get(task)
+            if tb is None:
+                deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), "-", "-", "-", LOST))
+                continue
+            if (ta.doc_id, ta.doc_hash) != (tb.doc_id, tb.doc_hash):
+                deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), _pct(tb.score), "-", "items differ", NOT_PAIRED))
+                continue
+            paired[task] = {"a": ta.correct, "b": tb.correct, "chance": ta.chance}
+            test = st.mcnemar(ta.correct, tb.correct)
+            drop = tb.score - ta.score
+            significant = test["p_value"] < alpha
+            status = OK if not significant else REGRESSION if drop < 0 else BETTER
+            deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), _pct(tb.score), f"{100 * drop:+.1f} pt",
+                                f"McNemar p={test['p_value']:.3g} ({test['a_only']} items lost, {test['b_only']} gained; "
+                                f"α={alpha:g})", status))
+        if paired:
+            interval = st.bootstrap_tasks(paired, lambda m: st.task_average(m, "b") - st.task_average(m, "a"),
+                                          self.resamples, self.seed)
+            status = REGRESSION if interval.high < 0 else BETTER if interval.low > 0 else OK
+            avg = lambda s: float(np.mean([paired[t][s].mean() for t in paired]))  # noqa: E731
+            deltas.append(Delta(key, "accuracy.average", _pct(avg("a")), _pct(avg("b")),
+                                f"{interval.fmt('+.1f', 100)} pt", f"paired bootstrap over items, {len(paired)} tasks",
+                                status))
+        return deltas
+
+    # -- perplexity ------------------------------------------------------------------------------
+    def perplexity(self, key: str) -> list[Delta]:
+        try:
+            wa = ev.windows(self.a, key)
+        except NotMeasured:
+            return []
+        try:
+            wb = ev.windows(self.b, key)
+        except NotMeasured as exc:
+            return [Delta(key, "perplexity", f"{wa['ppl']:.4g}", "-", "-", str(exc), LOST)]
+        if (wa.get("window"), wa.get("n_windows")) != (wb.get("window"), wb.get("n_windows")):
+            return [Delta(key, "perplexity", f"{wa['ppl']:.4g}", f"{wb['ppl']:.4g}", "-", "windows differ", NOT_PAIRED)]
+        interval = st.perplexity_ratio(wb["nll"], wa["nll"], int(wa["tokens_per_window"]), self.resamples, self.seed)
+        tol = self.tol.perplexity.ratio
+        status = REGRESSION if interval.low > tol else BETTER if interval.high < 1 / tol else OK
+        return [Delta(key, "perplexity", f"{wa['ppl']:.4g}", f"{wb['ppl']:.4g}", f"×{interval.fmt('.4g')}",
+                      f"paired windows; regression when wholly above ×{tol:g}", status)]
+
+    # -- memory, pruning time ----------------------------------------------------------------------
+    def memory(self, key: str) -> list[Delta]:
+        out = []
+        for name, tol in (("param_mb", self.tol.memory.param_ratio), ("peak_mb", self.tol.memory.peak_ratio)):
+            d = self.ratio_delta(key, "memory", name, tol, lower_is_better=True)
+            if d:
+                out.append(d)
+        return out
+
+    def pruning_time(self, key: str) -> list[Delta]:
+        if key == DENSE:
+            return []
+        try:
+            sa = ev.pruning_seconds(self.a, key)
+        except NotMeasured:
+            return []
+        try:
+            sb = ev.pruning_seconds(self.b, key)
+        except NotMeasured as exc:
+            return [Delta(key, "pruning_time", f"{np.median(sa):.3g}", "-", "-", str(exc), LOST)]
+        interval = st.independent_ratio(sb, sa, self.resamples, self.seed)
+        tol = self.tol.pruning_time.ratio
+        status = REGRESSION if interval.low > tol else BETTER if interval.high < 1 / tol else OK
+        return [Delta(key, "pruning_time", f"{np.median(sa):.3g} s", f"{np.median(sb):.3g} s", f"×{interval.fmt('.3g')}",
+                      f"regression when wholly above ×{tol:g}", status)]
+
+    def ratio_delta(self, key: str, measurement: str, field_name: str, tol: float, lower_is_better: bool) -> Delta | None:
+        ma, mb = self.a.ok(key, measurement), self.b.ok(key, measurement)
+        va = ma and ma.values.get(field_name)
+        vb = mb and mb.values.get(field_name)
+        name = f"{measurement}.{field_name}"
+        if not isinstance(va, (int, float)):
+            return None
+        if not isinstance(vb, (int, float)):
+            return Delta(key, name, f"{va:.4g}", "-", "-", "-", LOST)
+        ratio = vb / va if va else math.inf
+        worse = ratio if lower_is_better else 1 / ratio
+        status = REGRESSION if worse > tol else BETTER if worse < 1 / tol else OK
+        return Delta(key, name, f"{va:.4g}", f"{vb:.4g}", f"×{ratio:.3f}", f"worse by ≤ ×{tol:g}", status)
+
+    # -- throughput ----------------------------------------------------------------------------------
+    def throughput(self, key: str) -> list[Delta]:
+        out = []
+        for engine in ("hf", "vllm"):
+            name = f"throughput_{engine}"
+            if self.a.ok(key, name) is None:
+                continue
+            if self.b.ok(key, name) is None:
+                out.append(Delta(key, name, "measured", "-", "-", self.b.missing_reason(key, name), LOST))
+                continue
+            if key == DENSE:
+                d = self.dense_rate(engine)
+                if d:
+                    out.append(d)
+                continue
+            try:
+                ia, ib = (st.round_ratio(*ev.paired_rounds(run, key, DENSE, engine, "decode_tokens_per_s"),
+                                         self.resamples, self.seed) for run in (self.a, self.b))
+            except NotMeasured as exc:
+                out.append(Delta(key, f"{name}.speedup", "-", "-", "-", str(exc), NOT_PAIRED))
+                continue
+            status = REGRESSION if ib.high < ia.low else BETTER if ib.low > ia.high else OK
+            out.append(Delta(key, f"{name}.decode_speedup_vs_dense", f"×{ia.fmt('.3f')}", f"×{ib.fmt('.3f')}", "-",
+                             "paired rounds within each run; regression when B's interval lies wholly below A's", status))
+        return out
+
+    def dense_rate(self, engine: str) -> Delta | None:
+        try:
+            ra, rb = (np.median(ev.rounds(run, DENSE, engine)["per_round"]["decode_tokens_per_s"]) for run in (self.a, self.b))
+        except (NotMeasured, KeyError):
+            return None
+        tol = self.tol.throughput.dense_ratio
+        worse = ra / rb if rb else math.inf
+        status = REGRESSION if worse > tol else BETTER if worse < 1 / tol else OK
+        return Delta(DENSE, f"throughput_{engine}.decode_tokens_per_s", f"{ra:.4g}", f"{rb:.4g}", f"×{rb / ra:.3f}",
+                     f"different nights: worse by ≤ ×{tol:g}", status)
+
+    # -- claims -------------------------------------------------------------------------------------
+    def claim_moves(self) -> list[Delta]:
+        before = {(v.claim.id, v.subject): v.status for v in judge_run(self.a, self.claims)}
+        out = []
+        for v in judge_run(self.b, self.claims):
+            old = before.get((v.claim.id, v.subject))
+            if old is None or old == v.status:
+                continue
+            status = REGRESSION if (old, v.status) == (PASS, FAIL) else CHANGED
+            if INCONCLUSIVE in (old, v.status):
+                status = CHANGED
+            out.append(Delta(v.subject, f"claim {v.claim.id}", old, v.status, f"{old} → {v.status}", "-", status))
+        return out
+
+
+def compare_runs(a: Run, b: Run, tolerances: Tolerances, claims: Claims) -> list[Delta]:
+    return Comparison(a, b, tolerances, claims).deltas()
+
+
+def regressions(deltas: list[Delta], allow_lost: bool = False) -> list[Delta]:
+    bad = {REGRESSION} if allow_lost else {REGRESSION, LOST}
+    return [d for d in deltas if d.status in bad]
+
+
+def render_compare(a: Run, b: Run, deltas: list[Delta], allow_lost: bool = False) -> str:
+    from suites.report import table
+
+    bad = regressions(deltas, allow_lost)
+    changed = [k for k in a.models if k in b.models and a.models[k].fingerprint != b.models[k].fingerprint]
+    lines = [
+        f"# laco compare: `{a.id}` → `{b.id}`",
+        "",
+        f"**{'REGRESSION' if bad else 'no regression'}**: {len(bad)} of {len(deltas)} compared values "
+        f"regressed{' or were lost' if not allow_lost else ''}.",
+        "",
+        f"Profiles: {a.profile_name} → {b.profile_name}."
+        + (f" Models whose identity changed: {', '.join(changed)}." if changed else ""),
+        "",
+    ]
+    if a.profile_name != b.profile_name:
+        lines += ["Warning: the runs used different profiles; differences may come from the settings.", ""]
+    order = {REGRESSION: 0, LOST: 1, CHANGED: 2, BETTER: 3, NOT_PAIRED: 4, NEW: 5, OK: 6}
+    rows = [[d.model, d.metric, d.a, d.b, d.change, d.tolerance, f"**{d.status}**" if d.status in (REGRESSION, LOST)
+             else d.status] for d in sorted(deltas, key=lambda d: order[d.status])]
+    lines += ["Accuracy in %. Paired tests wherever the runs share items, windows or rounds (see `laco compare --help`).",
+              "", table(rows, ["model", "metric", "A", "B", "change", "test / tolerance", "status"])]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"

@@ -1,0 +1,316 @@
+"""Reading a run directory written by `laco bench`: the one place that knows its layout and its evidence.
+
+    runs/<ID>/run.json                          the profile, the run's provenance, the code history
+    runs/<ID>/models/<key>.json                 one per model ("dense" or a method label)
+    runs/<ID>/results/<key>/<measurement>.json  one per finished measurement
+
+A result whose `model_fingerprint` differs from its model's fingerprint belongs to an older model under
+the same key: it is treated as not measured, never reused. The evidence the statistics pair across
+models is read here: per-item outcomes of every task (accuracy), per-window NLL (perplexity),
+per-round timings (throughput) and repeated pruning timings. Two models are compared on items only
+when both were scored on the same documents; otherwise the comparison is not measured, and says why.
+Everything here only reads; judging is in `suites.verdicts`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from laco import LacoError
+
+DENSE = "dense"
+MEASUREMENTS = ("accuracy", "perplexity", "memory", "flops", "throughput_hf", "throughput_vllm", "pruning_time")
+
+
+class NotMeasured(Exception):
+    """A value the run does not have; its message says why."""
+
+
+@dataclass
+class Measurement:
+    model: str
+    name: str
+    status: str  # "ok" | "n/a" | "failed"
+    reason: str | None
+    values: dict
+    settings: dict
+    provenance: dict
+    code: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def seconds(self) -> float | None:
+        return self.provenance.get("seconds")
+
+
+@dataclass
+class Model:
+    key: str
+    method: str
+    fingerprint: str
+    record: dict
+    saved: str | None
+    weights: str | None = None  # digest of the saved weight files
+    point: str | None = None  # the ratio point of the profile this model belongs to
+
+    @property
+    def pruning_ratio(self) -> float | None:
+        if self.key == DENSE:
+            return 0.0
+        return (self.record.get("parameters") or {}).get("pruning_ratio")
+
+
+@dataclass
+class Run:
+    path: Path
+    meta: dict
+    models: dict[str, Model]
+    results: dict[str, dict[str, Measurement]]
+    stale: list[str] = field(default_factory=list)  # "key/measurement" results of an older model
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def profile(self) -> dict:
+        return self.meta.get("profile") or {}
+
+    @property
+    def profile_name(self) -> str:
+        return self.meta.get("profile_name") or self.profile.get("name") or "unknown"
+
+    def measurement(self, key: str, name: str) -> Measurement | None:
+        return self.results.get(key, {}).get(name)
+
+    def ok(self, key: str, name: str) -> Measurement | None:
+        """The measurement when it finished with status ok, else None."""
+        m = self.measurement(key, name)
+        return m if m is not None and m.ok else None
+
+    def need(self, key: str, name: str) -> Measurement:
+        m = self.ok(key, name)
+        if m is None:
+            raise NotMeasured(self.missing_reason(key, name))
+        return m
+
+    def missing_reason(self, key: str, name: str) -> str:
+        """Why `name` of `key` has no usable value, in a few words."""
+        if key not in self.models:
+            return f"run has no model {key!r}"
+        m = self.measurement(key, name)
+        if m is None:
+            return f"{key}: {name} stale (older model)" if f"{key}/{name}" in self.stale else f"{key}: no {name} result"
+        return f"{key}: {name} {m.status} ({m.reason or 'no reason given'})"
+
+    def keys_of(self, methods: list[str] | tuple[str, ...]) -> list[str]:
+        """Model keys whose method (or label) is one of `methods`, in the run's order."""
+        return [k for k, m in self.models.items() if m.method in methods or k in methods]
+
+    def commits(self) -> list[str]:
+        """The distinct code versions behind this run's results, oldest first."""
+        seen = [(m.code or {}).get("source_digest") for ms in self.results.values() for m in ms.values()]
+        history = [h.get("source_digest") for h in self.meta.get("code_history", [])]
+        return list(dict.fromkeys(d for d in history + seen if d))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LacoError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except OSError as exc:
+        raise LacoError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory; a missing run.json is bad input (LacoError)."""
+    path = Path(path)
+    if not (path / "run.json").is_file():
+        raise LacoError(f"not a run directory (no run.json): {path}")
+    meta = _read_json(path / "run.json")
+    models: dict[str, Model] = {}
+    for file in sorted((path / "models").glob("*.json")):
+        d = _read_json(file)
+        key = d.get("key") or file.stem
+        models[key] = Model(key, d.get("method", key), d.get("fingerprint", ""), d.get("record") or {}, d.get("saved"),
+                            d.get("weights_sha256"), d.get("point"))
+    order = [m.get("label") for m in (meta.get("profile") or {}).get("methods", [])]
+    models = dict(sorted(models.items(), key=lambda kv: _model_order(kv[1], order)))
+    results: dict[str, dict[str, Measurement]] = {}
+    stale: list[str] = []
+    for file in sorted((path / "results").glob("*/*.json")):
+        d = _read_json(file)
+        key, name = d.get("model", file.parent.name), d.get("measurement", file.stem)
+        model = models.get(key)
+        if model is not None and model.fingerprint and d.get("model_fingerprint") not in (None, model.fingerprint):
+            stale.append(f"{key}/{name}")
+            continue
+        results.setdefault(key, {})[name] = Measurement(
+            key, name, d.get("status", "ok"), d.get("reason"), d.get("values") or {},
+            d.get("settings") or {}, d.get("provenance") or {}, d.get("code") or {},
+        )
+    return Run(path, meta, models, results, stale)
+
+
+def _model_order(model: Model, profile_order: list[str]) -> tuple[int, int, str]:
+    """Dense first, then the profile's order of methods: a stable order for tables."""
+    if model.key == DENSE:
+        return (0, 0, "")
+    rank = profile_order.index(model.key) if model.key in profile_order else len(profile_order)
+    return (1, rank, model.key)
+
+
+# --- accuracy: per-item outcomes ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TaskItems:
+    """One model's outcomes on one task, in document order."""
+
+    task: str
+    metric: str  # the score the bench uses for this task (acc or acc_norm)
+    doc_id: tuple
+    doc_hash: tuple
+    correct: np.ndarray  # 1/0 by `metric`
+    chance: np.ndarray  # 1 / number of choices, per item
+
+    @property
+    def n(self) -> int:
+        return len(self.doc_id)
+
+    @property
+    def score(self) -> float:
+        return float(self.correct.mean()) if self.n else float("nan")
+
+    @property
+    def chance_level(self) -> float:
+        return float(self.chance.mean()) if self.n else float("nan")
+
+
+def task_items(run: Run, key: str) -> dict[str, TaskItems]:
+    """{task: TaskItems} of a model; NotMeasured when it has no accuracy result with per-item evidence."""
+    m = run.need(key, "accuracy")
+    items = m.values.get("items")
+    if not items:
+        raise NotMeasured(f"{key}: the accuracy result keeps no per-item outcomes (measured by older code)")
+    out = {}
+    for task, summary in m.values.get("tasks", {}).items():
+        d = items.get(task)
+        if not d:
+            continue
+        metric = summary.get("metric") or "acc"
+        if metric not in d:
+            raise NotMeasured(f"{key}: {task} has no per-item {metric}")
+        chance = [1 / c if c else np.nan for c in d.get("n_choices") or [0] * len(d["doc_id"])]
+        out[task] = TaskItems(task, metric, tuple(d["doc_id"]), tuple(d.get("doc_hash") or d["doc_id"]),
+                              np.asarray(d[metric], dtype=float), np.asarray(chance, dtype=float))
+    if not out:
+        raise NotMeasured(f"{key}: no task with per-item outcomes")
+    return out
+
+
+def paired_items(run: Run, keys: list[str], tasks: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{task: {key: outcomes, ..., "chance": per-item chance}} over the tasks every model has, checking
+    that every model was scored on the same documents of each task (same ids, same document hashes)."""
+    per_model = {k: task_items(run, k) for k in keys}
+    common = [t for t in next(iter(per_model.values())) if all(t in items for items in per_model.values())]
+    if tasks is not None:
+        common = [t for t in common if t in tasks]
+    if not common:
+        raise NotMeasured(f"{' and '.join(keys)} share no task with per-item outcomes")
+    out = {}
+    for task in common:
+        first = per_model[keys[0]][task]
+        for k in keys[1:]:
+            other = per_model[k][task]
+            if other.doc_id != first.doc_id or other.doc_hash != first.doc_hash:
+                raise NotMeasured(items_disagree(task, keys[0], first, k, other))
+        out[task] = {k: per_model[k][task].correct for k in keys} | {"chance": first.chance}
+    return out
+
+
+def items_disagree(task: str, a: str, items_a: TaskItems, b: str, items_b: TaskItems) -> str:
+    ids_a, ids_b = set(zip(items_a.doc_id, items_a.doc_hash)), set(zip(items_b.doc_id, items_b.doc_hash))
+    return (f"{a} and {b} were scored on different items of {task} ({items_a.n} vs {items_b.n} items, "
+            f"{len(ids_a - ids_b)} only in {a}, {len(ids_b - ids_a)} only in {b}): not compared")
+
+
+def item_check(run: Run) -> list[str]:
+    """Every task where some model's items differ from the dense model's: the run's evidence problem list."""
+    problems = []
+    try:
+        dense = task_items(run, DENSE)
+    except NotMeasured:
+        return problems
+    for key in run.models:
+        if key == DENSE:
+            continue
+        try:
+            items = task_items(run, key)
+        except NotMeasured:
+            continue
+        for task, d in dense.items():
+            if task in items and (items[task].doc_id != d.doc_id or items[task].doc_hash != d.doc_hash):
+                problems.append(items_disagree(task, DENSE, d, key, items[task]))
+    return problems
+
+
+# --- perplexity: per-window NLL ----------------------------------------------------------------------
+
+def windows(run: Run, key: str) -> dict:
+    """The windowed perplexity result of a model; NotMeasured without per-window NLL."""
+    w = run.need(key, "perplexity").values.get("windows") or {}
+    if not w.get("nll"):
+        raise NotMeasured(f"{key}: the perplexity result keeps no per-window NLL (measured by older code)")
+    return w
+
+
+def paired_windows(run: Run, a: str, b: str) -> tuple[list[float], list[float], int]:
+    wa, wb = windows(run, a), windows(run, b)
+    same = (wa.get("window"), wa.get("n_windows"), wa.get("dataset")) == (wb.get("window"), wb.get("n_windows"),
+                                                                          wb.get("dataset"))
+    if not same:
+        raise NotMeasured(f"{a} and {b} read different perplexity windows: not compared")
+    return wa["nll"], wb["nll"], int(wa["tokens_per_window"])
+
+
+# --- throughput: interleaved rounds -----------------------------------------------------------------
+
+THROUGHPUT_RATES = ("output_tokens_per_s", "decode_tokens_per_s", "prefill_tokens_per_s", "total_tokens_per_s")
+
+
+def rounds(run: Run, key: str, engine: str) -> dict:
+    """A model's interleaved-rounds throughput result on an engine."""
+    m = run.need(key, f"throughput_{engine}")
+    if not m.values.get("per_round"):
+        raise NotMeasured(f"{key}: throughput_{engine} has no interleaved rounds (measured by older code)")
+    return m.values
+
+
+def paired_rounds(run: Run, a: str, b: str, engine: str, rate: str) -> tuple[list[float], list[float]]:
+    """Per-round rates of a and b from the same interleaved phase (round i of each side by side)."""
+    ra, rb = rounds(run, a, engine), rounds(run, b, engine)
+    if ra.get("phase") != rb.get("phase"):
+        raise NotMeasured(f"{a} and {b} were not timed in the same interleaved phase on {engine}: not compared")
+    xa, xb = ra["per_round"][rate], rb["per_round"][rate]
+    if len(xa) != len(xb):
+        raise NotMeasured(f"{a} and {b} have different numbers of rounds on {engine}")
+    return xa, xb
+
+
+def flops(run: Run, key: str) -> dict:
+    return run.need(key, "flops").values
+
+
+# --- pruning time: repeated timings of the pruning step ----------------------------------------------
+
+def pruning_seconds(run: Run, key: str) -> list[float]:
+    values = run.need(key, "pruning_time").values
+    return [float(x) for x in values.get("repeats") or [values["seconds"]]]

@@ -1,0 +1,128 @@
+"""The LaCo paper's own figures (paper_figures.toml), to stand beside ours with their table numbers.
+
+The figures are copied from the transcription of the paper's tables that the project works from
+(`../shared/paper/laco-paper-tables.md`, not shipped), cell by cell, with the transcription's repairs
+(R1..R23) and filled cells (marked † there) named on each row. Every figure shown in a report carries
+its table number; a figure of another model than the run's is labelled as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from laco.config import Strict, load
+
+
+class Benchmark(Strict):
+    """A column of the paper's main tables and what stands for it in our runs."""
+
+    task: str = ""  # our lm-eval task; "" when lm-eval has none
+    category: str = ""  # the paper's category (Reasoning, Language, Knowledge, Examination, Understanding)
+    note: str = ""  # how our task differs from the paper's measurement
+
+
+class PaperRow(Strict):
+    model: str  # the paper's model name, e.g. "Llama2-7B"
+    method: str = ""  # our method name (dense, dense-official, laco, llm-pruner, slicegpt, drop, rule-merge, ...)
+    setting: str = ""  # the row label of an ablation table (e.g. "C=2", "T=0.85")
+    ratio: float | None = None  # fraction of parameters removed
+    layers: int | None = None
+    values: dict[str, float] = Field(default_factory=dict)  # column -> figure as printed
+    unreadable: list[str] = Field(default_factory=list)  # columns printed "?" (not recoverable)
+    filled: list[str] = Field(default_factory=list)  # columns filled from another table of the paper (†)
+    repairs: list[str] = Field(default_factory=list)  # the transcription's repairs behind this row (R..)
+    note: str = ""
+
+
+class PaperTable(Strict):
+    number: int = Field(ge=1)
+    title: str
+    unit: str  # e.g. "OpenCompass score, 0-100", "%", "MB", "tokens/s", "s"
+    protocol: str = ""
+    columns: list[str]
+    rows: list[PaperRow]
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> PaperTable:
+        for row in self.rows:
+            unknown = (set(row.values) | set(row.unreadable) | set(row.filled)) - set(self.columns)
+            if unknown:
+                raise ValueError(f"table {self.number}, {row.model} {row.method or row.setting}: "
+                                 f"columns {sorted(unknown)} are not among {self.columns}")
+        return self
+
+
+class PaperFiguresFile(Strict):
+    source: str
+    transcription: str
+    reference_model: str = "Llama2-7B"  # whose figures stand beside a run of a model the paper did not prune
+    models: dict[str, str]  # bench profile name -> the paper's model name
+    methods: dict[str, str]  # our method name -> the paper's row label
+    benchmarks: dict[str, Benchmark]
+    tables: list[PaperTable]
+
+    @model_validator(mode="after")
+    def _unique_tables(self) -> PaperFiguresFile:
+        numbers = [t.number for t in self.tables]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("a table number is used twice")
+        return self
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    table: int
+    model: str
+    column: str
+    repairs: tuple[str, ...] = ()
+    filled: bool = False
+
+    def cite(self, unit: str = "") -> str:
+        marks = "†" if self.filled else ""
+        repairs = f", {'/'.join(self.repairs)}" if self.repairs else ""
+        return f"{self.value:g}{unit}{marks} (Table {self.table}{repairs}, {self.model})"
+
+
+class Paper:
+    def __init__(self, data: PaperFiguresFile, path: Path):
+        self.data, self.path = data, path
+        self._tables = {t.number: t for t in data.tables}
+
+    def table(self, number: int) -> PaperTable | None:
+        return self._tables.get(number)
+
+    def model_of(self, profile: str) -> tuple[str, bool]:
+        """(the paper's model for this profile, whether it is the run's own model)."""
+        own = self.data.models.get(profile)
+        return (own, True) if own else (self.data.reference_model, False)
+
+    def rows(self, number: int, model: str | None = None, method: str | None = None,
+             setting: str | None = None) -> list[PaperRow]:
+        table = self.table(number)
+        if table is None:
+            return []
+        return [r for r in table.rows if (model is None or r.model == model) and (method is None or r.method == method)
+                and (setting is None or r.setting == setting)]
+
+    def figure(self, number: int, column: str, model: str, method: str | None = None,
+               setting: str | None = None) -> Figure | None:
+        """One figure of a table, or None when the paper has none for that model and row."""
+        for row in self.rows(number, model, method, setting):
+            if column in row.values:
+                return Figure(row.values[column], number, model, column, tuple(row.repairs), column in row.filled)
+        return None
+
+    def benchmark_of_task(self, task: str) -> tuple[str, Benchmark] | None:
+        for name, b in self.data.benchmarks.items():
+            if b.task == task:
+                return name, b
+        return None
+
+
+def load_paper(path: str | Path) -> Paper:
+    return Paper(load(path, PaperFiguresFile, "paper figures"), Path(path))
