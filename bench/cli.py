@@ -21,6 +21,9 @@ def bench_parser() -> argparse.ArgumentParser:
                                       "without one, lm-eval downloads its datasets")
     p.add_argument("--list", action="store_true", help="list the shipped profiles and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--reuse-results-from-other-code", action="store_true",
+                   help="keep results measured by another version of the code (the report marks them); "
+                        "by default they are measured again")
     return p
 
 
@@ -44,7 +47,8 @@ def bench_main(argv: list[str]) -> int:
     from bench.runner import run_profile
     from bench.summary import summary_table
 
-    failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet)
+    failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet,
+                           reuse_other_code=args.reuse_results_from_other_code)
     print(summary_table(out))
     print(f"run directory: {out}")
     for failure in failures:

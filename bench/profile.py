@@ -44,6 +44,14 @@ class CalibrationSettings(Strict):
     wikitext_documents: list[int] | None = Field(default=None, min_length=2, max_length=2)
 
 
+class PaperRowRef(Strict):
+    """The row of one of the paper's tables this model stands beside (suites/paper_figures.toml)."""
+
+    table: int = Field(ge=1)
+    setting: str = ""  # an ablation row's label, e.g. "C=2"
+    method: str = ""  # or the method row, e.g. "drop"
+
+
 class MethodSettings(Strict):
     name: str
     label: str | None = None
@@ -52,6 +60,7 @@ class MethodSettings(Strict):
     settings_from: str | None = None
     point: str | None = None  # the ratio point this model belongs to in the report; default from target
     calibration: CalibrationSettings | None = None  # a method that needs more calibration text
+    paper: PaperRowRef | None = None  # the paper's row this model reproduces (ablation profiles)
 
 
 class TaskOptions(Strict):

@@ -1,11 +1,16 @@
-"""A run: measure the dense model, then prune with every method of the profile and measure each.
+"""A run: measure the dense model, prune with every method of the profile and measure each, then time
+the throughput of all of them together in interleaved rounds.
 
 Methods run in profile order, because a method may take its target from an earlier one
-(`target = "match:laco"`: the parameter pruning ratio LaCo achieved in this run). Each pruned
-model is saved under runs/<ID>/weights/<label>; a resumed run reloads it instead of pruning
-again, unless what decides its weights (method, parameters, target, dense model, calibration)
-changed. Each (model, measurement) result is skipped when its file is fresh (same model
-fingerprint, same settings hash) and written the moment it is measured otherwise.
+(`target = "match:laco"`: the parameter pruning ratio LaCo achieved in this run). Each pruned model
+is saved under runs/<ID>/weights/<label>; a resumed run reloads it instead of pruning again, unless
+what decides its weights changed (method, parameters, target, dense model, calibration, or the code).
+A model's identity includes the digest of its weight files, so two models with identical weights are
+seen as such, and a result is reused only for the same model, settings and code (bench.store).
+
+Failure leaves nothing stale: a failed prune removes that label's record, weights and results; a
+failed measurement replaces the earlier result with a "failed" record. A process killed at any
+point loses at most the measurement in flight (bench.store), and the next run cleans up after it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import importlib
 import inspect
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -21,16 +27,20 @@ from pathlib import Path
 from bench.store import RunStore, now, settings_hash
 from bench.subject import Subject, dense_folder
 from laco import LacoError
-from laco.provenance import device_info, fingerprint, git_commit, library_versions
+from laco.faults import kill_point
+from laco.provenance import device_info, fingerprint, folder_weights_sha256, git_commit, library_versions
 
 MODULES = {
     "pruning_time": "bench.pruning_time",
     "memory": "bench.memory",
     "perplexity": "bench.perplexity",
     "accuracy": "bench.accuracy",
+    "flops": "bench.flops",
     "throughput_hf": "bench.throughput",
     "throughput_vllm": "bench.vllm_engine",
 }
+# measured for all models together, in interleaved rounds, after every model is pruned
+PHASED = ("pruning_time", "throughput_hf", "throughput_vllm")
 
 
 class RunContext:
@@ -41,8 +51,8 @@ class RunContext:
 
     def dense_load_args(self) -> dict:
         m = self.profile["model"]
-        return {"kind": "dense", "spec": m["spec"], "dtype": m["dtype"], "device": m["device"],
-                "device_map": m["device_map"], "trust_remote_code": m["trust_remote_code"]}
+        return {"kind": "dense", "spec": m["spec"], "revision": m.get("revision"), "dtype": m["dtype"],
+                "device": m["device"], "device_map": m["device_map"], "trust_remote_code": m["trust_remote_code"]}
 
     def pruned_load_args(self, folder: Path) -> dict:
         m = self.profile["model"]
@@ -70,6 +80,12 @@ class RunContext:
     def vllm_settings(self) -> dict:
         return self._vllm
 
+    def calibration(self, settings: dict | None) -> tuple[list[str], dict]:
+        """The calibration texts of the profile (or of one method) and their record."""
+        from bench.calibration import calibration_texts
+
+        return calibration_texts(settings or self.profile["calibration"], self.data_dir, self.profile)
+
 
 def run_profile(
     profile_name: str,
@@ -79,45 +95,59 @@ def run_profile(
     data_dir: str | None = None,
     progress: bool = True,
     on_result: Callable[[dict], None] | None = None,
+    reuse_other_code: bool = False,
 ) -> list[str]:
     """Run (or resume) a profile into `out`; returns the measurements that failed (empty: all done).
 
-    `on_result` is called with every result right after it is written (tests use it to stop a
-    run after its first result)."""
-    from laco.calibration import load_sentences
+    `on_result` is called with every result right after it is written (tests use it to stop a run
+    after its first result)."""
     from laco.loading import resolve
 
-    store = RunStore(out)
-    store.start(profile_name, profile, data_dir=data_dir, seed=profile["seed"], device=profile["model"]["device"])
+    store = RunStore(out, reuse_other_code=reuse_other_code)
     ctx = RunContext(profile, store, data_dir, progress)
-    sentences = load_sentences(profile["calibration"]["file"])
-    source = resolve(profile["model"]["spec"])
+    # everything that can be checked is checked before anything is loaded or measured
+    ctx.tasks()
+    for method in [{}, *profile["methods"]]:
+        ctx.calibration(method.get("calibration"))
+    source = resolve(profile["model"]["spec"], revision=profile["model"].get("revision"))
+    store.start(profile_name, profile, data_dir=data_dir, seed=profile["seed"], device=profile["model"]["device"])
     dense = Subject("dense", "dense", dense_fingerprint(source.fingerprint(), profile["model"]["dtype"]), {},
                     ctx.dense_load_args(), folder=dense_folder(source))
     store.write_model({"key": "dense", "method": "dense", "fingerprint": dense.fingerprint, "record": {},
-                       "saved": None, "source": source.as_dict()})
+                       "saved": None, "source": source.as_dict(), "weights_sha256": source.sha256 or source.revision,
+                       "point": "dense"})
 
     from tqdm.auto import tqdm
 
     names = profile["measurements"]
-    total = len(names) * (1 + len(profile["methods"])) - ("pruning_time" in names)
+    per_model = [n for n in names if n not in PHASED]
+    total = len(per_model) * (1 + len(profile["methods"])) + len(set(names) & set(PHASED))
     failures: list[str] = []
+    subjects = [dense]
     with tqdm(total=total, desc="bench", unit="measurement", disable=not progress) as bar:
-        measure_subject(dense, ctx, bar, failures, on_result)
+        measure_subject(dense, ctx, bar, failures, on_result, per_model)
         dense.release()
         for method in profile["methods"]:
             bar.set_postfix_str(f"{method['label']}: pruning")
             try:
-                subject = pruned_subject(method, ctx, dense.fingerprint, sentences)
+                subject = pruned_subject(method, ctx, dense.fingerprint)
             except (KeyboardInterrupt, LacoError):
+                store.forget_model(method["label"])
                 raise
             except Exception as exc:  # a broken pruner must not stop the other methods
+                store.forget_model(method["label"])
                 failures.append(f"{method['label']}/pruning: {type(exc).__name__}: {exc}")
                 bar.write(f"FAILED {method['label']}/pruning: {traceback.format_exc(limit=-3)}")
-                bar.update(len(names))
+                bar.update(len(per_model))
                 continue
-            measure_subject(subject, ctx, bar, failures, on_result)
+            measure_subject(subject, ctx, bar, failures, on_result, per_model)
             subject.release()
+            subjects.append(subject)
+        for name in PHASED:
+            if name in names:
+                bar.set_postfix_str(f"{name}: interleaved rounds")
+                throughput_phase(name, subjects, ctx, failures, on_result)
+                bar.update()
     if not failures:
         store.finish()
     return failures
@@ -127,10 +157,30 @@ def dense_fingerprint(source_fingerprint: str, dtype: str) -> str:
     return fingerprint({"source_fingerprint": source_fingerprint, "method": "dense", "dtype": dtype})
 
 
-def measure_subject(subject: Subject, ctx: RunContext, bar, failures: list[str], on_result) -> None:
-    for name in ctx.profile["measurements"]:
-        if name == "pruning_time" and subject.method == "dense":
-            continue
+def result_doc(subject: Subject, name: str, settings: dict, digest: str, outcome, ctx, started: str,
+               seconds: float) -> dict:
+    return {
+        "model": subject.key,
+        "model_fingerprint": subject.fingerprint,
+        "measurement": name,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "settings": settings,
+        "settings_hash": digest,
+        "provenance": {"libraries": library_versions(), "device": device_info(settings.get("device", "cpu")),
+                       "seed": ctx.profile["seed"], "git_commit": git_commit(), "started": started, "seconds": seconds},
+        "values": outcome.values,
+    }
+
+
+def failed(reason: str):
+    from bench.subject import Outcome
+
+    return Outcome("failed", reason, {})
+
+
+def measure_subject(subject: Subject, ctx: RunContext, bar, failures: list[str], on_result, names: list[str]) -> None:
+    for name in names:
         bar.set_postfix_str(f"{subject.key}: {name}")
         module = importlib.import_module(MODULES[name])
         settings = module.settings(ctx)
@@ -143,69 +193,116 @@ def measure_subject(subject: Subject, ctx: RunContext, bar, failures: list[str],
             outcome = module.measure(subject, settings, ctx)
         except (KeyboardInterrupt, LacoError):
             raise
-        except Exception as exc:  # one broken measurement must not stop the others; nothing is written
+        except Exception as exc:  # one broken measurement must not stop the others; its old result goes
             failures.append(f"{subject.key}/{name}: {type(exc).__name__}: {exc}")
             bar.write(f"FAILED {subject.key}/{name}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-3)}")
-            bar.update()
-            continue
-        doc = {
-            "model": subject.key,
-            "model_fingerprint": subject.fingerprint,
-            "measurement": name,
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "settings": settings,
-            "settings_hash": digest,
-            "provenance": {"libraries": library_versions(), "device": device_info(settings.get("device", "cpu")),
-                           "seed": ctx.profile["seed"], "git_commit": git_commit(), "started": started,
-                           "seconds": time.perf_counter() - t0},
-            "values": outcome.values,
-        }
+            outcome = failed(f"{type(exc).__name__}: {exc}")
+        kill_point("bench:measuring")
+        doc = result_doc(subject, name, settings, digest, outcome, ctx, started, time.perf_counter() - t0)
         ctx.store.write_result(doc)
+        kill_point("bench:written")
         bar.update()
         if on_result:
             on_result(doc)
 
 
-def pruned_subject(method: dict, ctx: RunContext, dense_fp: str, sentences: list[str]) -> Subject:
-    """The pruned model of one method entry: reloaded from the run's weights when still valid,
-    else pruned from a fresh dense copy and saved."""
+# --- throughput: every model in one phase of interleaved rounds ---------------------------------------
+
+def throughput_phase(name: str, subjects: list[Subject], ctx: RunContext, failures: list[str], on_result) -> None:
+    """Time every model of the run together (bench.rounds) and write one result per model, all
+    carrying the same phase id: the suites pair their rounds. The phase is one unit: unless every
+    model's result of it is fresh, all are timed again."""
+    module = importlib.import_module(MODULES[name])
+    settings = module.settings(ctx)
+    digest = settings_hash(settings)
+    docs = [ctx.store.read_result(s.key, name) for s in subjects]
+    phases = {((d or {}).get("values") or {}).get("phase") for d in docs}
+    if all(ctx.store.is_fresh(s.key, name, s.fingerprint, digest) for s in subjects) and len(phases) == 1:
+        return
+    started, t0 = now(), time.perf_counter()
+    try:
+        outcomes = module.measure_phase(subjects, settings, ctx)
+    except (KeyboardInterrupt, LacoError):
+        raise
+    except Exception as exc:
+        failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        outcomes = {s.key: failed(f"{type(exc).__name__}: {exc}") for s in subjects}
+    seconds = time.perf_counter() - t0
+    phase = f"{name}-{started}-{uuid.uuid4().hex[:8]}"
+    shares = phase_shares(outcomes)
+    for subject in subjects:
+        outcome = outcomes[subject.key]
+        if outcome.status == "ok":
+            outcome.values["phase"] = phase
+        doc = result_doc(subject, name, settings, digest, outcome, ctx, started, seconds * shares.get(subject.key, 0.0))
+        doc["provenance"]["phase_seconds"] = seconds
+        ctx.store.write_result(doc)
+        if on_result:
+            on_result(doc)
+    for subject in subjects:
+        subject.release()
+
+
+def phase_shares(outcomes: dict) -> dict[str, float]:
+    """Each model's share of the phase's wall time, by the time its own timed calls took."""
+    spent = {k: sum(r.get("total_s", 0.0) for r in ((o.values.get("per_round") or {}).get("results") or []))
+             for k, o in outcomes.items()}
+    total = sum(spent.values())
+    return {k: v / total for k, v in spent.items()} if total else {k: 1 / len(outcomes) for k in outcomes}
+
+
+# --- pruned models ----------------------------------------------------------------------------------
+
+def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
+    """The pruned model of one method entry: reloaded from the run's weights when still valid (same
+    prune settings, same code, weights as recorded), else pruned from a fresh dense copy and saved."""
+    from laco.loading import load_model
     from laco.pruners import get_pruner
     from laco.saving import save_pruned
 
+    from bench.store import code_key
+
     label, name, store, model = method["label"], method["name"], ctx.store, ctx.profile["model"]
+    sentences, calibration = ctx.calibration(method.get("calibration"))
     params = dict(method["params"])
     target_ratio = resolve_target(method, store)
     prune_settings = {"method": name, "params": params, "target_ratio": target_ratio, "dense": dense_fp,
-                      "calibration": fingerprint(sentences), "calibration_file": ctx.profile["calibration"]["file"],
-                      "dtype": model["dtype"], "device": model["device"], "device_map": model["device_map"],
-                      "seed": ctx.profile["seed"]}
+                      "calibration": calibration, "dtype": model["dtype"], "device": model["device"],
+                      "device_map": model["device_map"], "seed": ctx.profile["seed"], "code": code_key()}
     digest = settings_hash(prune_settings)
     folder = store.weights_dir(label)
     doc = store.read_model(label)
-    if doc and doc.get("prune_settings_hash") == digest and (folder / "laco.json").is_file():
+    if (doc and doc.get("prune_settings_hash") == digest and (folder / "laco.json").is_file()
+            and doc.get("weights_sha256") == folder_weights_sha256(folder)):
         record = doc["record"]
-        return Subject(label, name, record["fingerprint"], record, ctx.pruned_load_args(folder), folder=str(folder))
+        return Subject(label, name, doc["fingerprint"], record, ctx.pruned_load_args(folder), folder=str(folder),
+                       prune_call=doc.get("prune_call"))
+    store.forget_model(label)  # nothing of an older model of this label may be read from here on
 
-    from laco.loading import load_model
-
-    loaded = load_model(model["spec"], dtype=model["dtype"], device=model["device"],
+    loaded = load_model(model["spec"], dtype=model["dtype"], device=model["device"], revision=model.get("revision"),
                         trust_remote_code=model["trust_remote_code"], device_map=model["device_map"])
     pruner = get_pruner(name)
     kwargs = dict(params)
     if target_ratio is not None:
         kwargs["target_ratio"] = target_ratio
     accepted = inspect.signature(pruner).parameters
-    for key, value in (("calibration_file", ctx.profile["calibration"]["file"]), ("seed", ctx.profile["seed"]),
+    for key, value in (("calibration_file", calibration["file"]), ("seed", ctx.profile["seed"]),
                        ("progress", ctx.progress)):
         if key in accepted and key not in kwargs:
             kwargs[key] = value
     outcome = pruner(loaded, sentences, **kwargs)
+    kill_point("bench:pruned")
     record = outcome.record
+    record["calibration"] = {**record.get("calibration", {}), **calibration}  # documents named where drawn from
     save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
-    store.write_model({"key": label, "method": name, "fingerprint": record["fingerprint"], "record": record,
-                       "saved": str(folder), "prune_settings": prune_settings, "prune_settings_hash": digest})
-    subject = Subject(label, name, record["fingerprint"], record, ctx.pruned_load_args(folder), folder=str(folder))
+    weights = folder_weights_sha256(folder)
+    identity = fingerprint({"pruned": record["fingerprint"], "weights": weights})
+    prune_call = {"name": name, "kwargs": {k: v for k, v in kwargs.items() if k != "progress"}, "sentences": sentences}
+    store.write_model({"key": label, "method": name, "fingerprint": identity, "record": record, "saved": str(folder),
+                       "weights_sha256": weights, "point": method.get("point"), "prune_settings": prune_settings,
+                       "prune_settings_hash": digest, "prune_call": prune_call, "code": code_key()})
+    subject = Subject(label, name, identity, record, ctx.pruned_load_args(folder), folder=str(folder),
+                      prune_call=prune_call)
     subject.adopt(outcome.model, loaded.tokenizer)
     return subject
 
@@ -218,5 +315,6 @@ def resolve_target(method: dict, store: RunStore) -> float | None:
     other = target.removeprefix("match:")
     doc = store.read_model(other)
     if not doc:
-        raise LacoError(f"method {method['label']!r} matches {other!r}, which has no pruned model in this run")
+        raise RuntimeError(f"method {method['label']!r} matches {other!r}, which has no pruned model in this run "
+                        "(its pruning failed)")
     return doc["record"]["parameters"]["pruning_ratio"]

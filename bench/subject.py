@@ -32,6 +32,7 @@ class Subject:
     load_args: dict  # {"kind": "dense", "spec", "dtype", "device", "device_map", "trust_remote_code"}
     #                  or {"kind": "pruned", "folder", "dtype", "device", "device_map", "trust_remote_code"}
     folder: str | None = None  # a folder (or hub id) other engines (vLLM) can load
+    prune_call: dict | None = None  # pruner name, its arguments and calibration texts: to time the pruning again
     _loaded: tuple | None = None
 
     def model_and_tokenizer(self):
@@ -59,7 +60,7 @@ def load(args: dict):
     if args["kind"] == "dense":
         from laco.loading import load_model
 
-        loaded = load_model(args["spec"], dtype=args["dtype"], device=args["device"],
+        loaded = load_model(args["spec"], dtype=args["dtype"], device=args["device"], revision=args.get("revision"),
                             trust_remote_code=args.get("trust_remote_code", False), device_map=args.get("device_map"))
         return loaded.model, loaded.tokenizer
     from laco.pruners import load_pruned

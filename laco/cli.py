@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
     "baselines-compare": ("bench.baselines_compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
     "bench": ("bench.cli:bench_main", "measure dense and pruned models of a profile into a resumable run directory"),
+    "nightly": ("bench.nightly:main", "bench into a fresh dated run, report it, compare with the last one"),
 }
 
 

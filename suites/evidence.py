@@ -314,3 +314,11 @@ def flops(run: Run, key: str) -> dict:
 def pruning_seconds(run: Run, key: str) -> list[float]:
     values = run.need(key, "pruning_time").values
     return [float(x) for x in values.get("repeats") or [values["seconds"]]]
+
+
+def paired_pruning_seconds(run: Run, a: str, b: str) -> tuple[list[float], list[float], bool]:
+    """Timings of a and b, and whether they were taken in the same interleaved rounds (then paired)."""
+    ma, mb = run.need(a, "pruning_time"), run.need(b, "pruning_time")
+    xa, xb = pruning_seconds(run, a), pruning_seconds(run, b)
+    same_phase = ma.values.get("phase") is not None and ma.values.get("phase") == mb.values.get("phase")
+    return xa, xb, same_phase and len(xa) == len(xb)

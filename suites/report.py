@@ -433,6 +433,30 @@ def time_section(run: Run) -> str:
                       table(rows, ["model", *names, "total"])])
 
 
+def code_section(run: Run) -> str:
+    """Which code measured each number, shown only when more than one version contributed."""
+    commits = run.commits()
+    if len(commits) <= 1:
+        return ""
+    history = {h.get("source_digest"): h for h in run.meta.get("code_history", [])}
+    latest = (run.meta.get("code") or {}).get("source_digest")
+    rows = []
+    for key in run.models:
+        for name in MEASUREMENTS:
+            m = run.measurement(key, name)
+            if m is None:
+                continue
+            digest = (m.code or {}).get("source_digest")
+            commit = (m.code or {}).get("commit") or (history.get(digest) or {}).get("commit") or "?"
+            rows.append([key, name, f"`{digest}`", commit, "" if digest == latest else "**other code**"])
+    note = (" Results of other code were kept on purpose (`laco bench --reuse-results-from-other-code`)."
+            if run.meta.get("reuse_other_code") else "")
+    return "\n".join(["## Code behind the numbers", "",
+                      f"{len(commits)} versions of the measuring code (laco/ and bench/ source digests) wrote into this "
+                      f"run; the latest is `{latest}`.{note}", "",
+                      table(rows, ["model", "measurement", "source digest", "commit", ""])])
+
+
 def trace_section(run: Run) -> tuple[str, dict[str, dict]]:
     traces = {k: run.models[k].record for k in run.keys_of(("laco",)) if run.models[k].record.get("steps")}
     if not traces:
@@ -481,8 +505,8 @@ def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> t
     parts = [header(run, verdicts), conditions_section(run, judge, claims), verdict_section(verdicts, claims),
              checks_section(run, claims), models_section(run), dense_reproduction_section(run, claims), accuracy,
              perplexity_section(run, claims), pruning_time_section(run), efficiency_section(run, claims),
-             time_section(run), trace, missing_section(run)]
-    return "\n\n".join(parts) + "\n", {"retention": retention, "traces": traces}
+             time_section(run), code_section(run), trace, missing_section(run)]
+    return "\n\n".join(p for p in parts if p) + "\n", {"retention": retention, "traces": traces}
 
 
 def write_report(run: Run, claims: Claims, out_dir: str | Path = "reports") -> Path:

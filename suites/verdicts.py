@@ -255,10 +255,13 @@ class Judge:
         return self.row(claim, other, interval, claim.threshold, ours, None, "" if name == "param_mb" else kind)
 
     def pruning_time_row(self, claim: Claim, subject: str, other: str, _engine: str) -> Row:
-        a, b = ev.pruning_seconds(self.run, subject), ev.pruning_seconds(self.run, other)
-        interval = st.independent_ratio(a, b, self.resamples, self.seed)
+        a, b, paired = ev.paired_pruning_seconds(self.run, subject, other)
+        if paired:
+            interval, note = st.round_ratio(a, b, self.resamples, self.seed), f"{len(a)} interleaved rounds"
+        else:
+            interval, note = st.independent_ratio(a, b, self.resamples, self.seed), f"{len(a)} and {len(b)} timings"
         ours = f"{np.median(a):.2f} s vs {np.median(b):.2f} s: ×{interval.fmt('.3g')}"
-        return self.row(claim, other, interval, claim.threshold, ours, None, f"{len(a)} and {len(b)} timings")
+        return self.row(claim, other, interval, claim.threshold, ours, None, note)
 
     def throughput_row(self, claim: Claim, subject: str, other: str, engine: str) -> Row:
         if not engine:

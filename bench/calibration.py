@@ -1,0 +1,49 @@
+"""The calibration texts of a run (or of one method of it), checked to be disjoint from what the run evaluates.
+
+A profile's `[calibration]` (or a method's own `calibration`) names a file (one text per line, or a
+JSONL field), or wikitext-2 test documents by index from the data dir. Documents must lie after every
+document the run's perplexity reads (its windows from the start of the raw test file, and lm-eval's
+wikitext task with its document limit); otherwise calibration and evaluation would share text.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from laco import LacoError
+
+
+def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tuple[list[str], dict]:
+    from laco.calibration import load_calibration, wikitext_calibration
+
+    documents = settings.get("wikitext_documents")
+    if documents is None:
+        return load_calibration(settings.get("file"), settings.get("field"))
+    if settings.get("file"):
+        raise LacoError("calibration: give either a file or wikitext_documents, not both")
+    if data_dir is None:
+        raise LacoError("calibration.wikitext_documents needs --data-dir (the documents are read from it)")
+    first, last = documents
+    unread = first_unread_document(profile, data_dir)
+    if first < unread:
+        raise LacoError(f"calibration.wikitext_documents starts at document {first}, but this run's perplexity reads "
+                        f"documents up to {unread - 1}: start at {unread} or later so calibration and evaluation "
+                        "share no text")
+    return wikitext_calibration(first, last, data_dir)
+
+
+def first_unread_document(profile: dict, data_dir: str) -> int:
+    p = profile["perplexity"]
+    n_windows = p["n_windows"] if p["n_windows"] is not None else 10**9
+    lm_eval_docs = (p["lm_eval_limit"] or 62) if p["lm_eval_wikitext"] else 0
+    return _first_unread(profile["model"]["spec"], profile["model"].get("revision"), p["window"], n_windows,
+                         lm_eval_docs, data_dir)
+
+
+@lru_cache(maxsize=8)
+def _first_unread(spec: str, revision: str | None, window: int, n_windows: int, lm_eval_docs: int, data_dir: str) -> int:
+    from laco.calibration import unread_wikitext_documents
+    from laco.loading import load_tokenizer
+
+    return unread_wikitext_documents(load_tokenizer(spec, revision=revision), window, n_windows,
+                                     lm_eval_documents=lm_eval_docs, data=data_dir)
