@@ -41,7 +41,8 @@ def test_laco_search(benchmark, engine, smollm2, calibration, fresh_model, refer
 
     result = benchmark.pedantic(collapse, setup=setup, rounds=SEARCH_ROUNDS[engine])
     assert decisions(result) == reference_decisions, f"the {engine} engine decided differently"
-    SEARCH[engine] = {**(stats_of(benchmark) or {}), "decisions": decisions(result)}
+    SEARCH[engine] = {**(stats_of(benchmark) or {}), "decisions": decisions(result), "steps": result.steps,
+                      "layers_before": result.n_layers_before}
     benchmark.extra_info.update(layers_after=result.n_layers_after, candidates=len(result.steps))
     ratio = search_ratio()
     if engine == "cached" and ratio:
