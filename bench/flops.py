@@ -19,11 +19,11 @@ weights are copied, so a 7B model counts as fast as a small one).
   step are counted and their mean is the mean over all steps.
 
 What FlopCounterMode counts: 2*m*n*k for every matrix product (aten.mm, addmm, bmm, baddbmm:
-the linear layers, attention's score and value products, rotary's small position product) and
-torch's formula for the fused attention kernels (`sdpa_flop_count`: both products over the full
-key length; causal masking is not discounted). What it does not count: elementwise work (norms,
-activations, softmax, residual additions, rotary's multiply-adds), embedding lookups, sampling.
-The same holds for the dense and the pruned model, and it is small beside the products.
+the linear layers, attention's score and value products) and torch's formula for the fused
+attention kernels (`sdpa_flop_count`: both products over the full key length; causal masking is
+not discounted). What it does not count: elementwise work (norms, activations, softmax, residual
+additions, rotary embeddings: on Llama "other" is 0), embedding lookups, sampling. The same holds
+for the dense and the pruned model, and it is small beside the products.
 """
 
 from __future__ import annotations
