@@ -1,10 +1,16 @@
 """Throughput in tokens/s, engine `hf` (transformers generate); engine `vllm` is `bench.vllm_engine`.
 
 The vLLM benchmark habit: a fixed batch of random prompts of `input_len` tokens, exactly
-`output_len` new tokens each (EOS ignored: min_new_tokens = max_new_tokens), greedy, `warmup`
-untimed runs, then `repeats` timed runs of the generate call alone; median, min and max of the
-input, output and total tokens per second. The loop is timed by hand with perf_counter (after a
-device sync): pytest-benchmark times test functions, not a CLI measurement.
+`output_len` new tokens each (EOS ignored: min_new_tokens = max_new_tokens), greedy, untimed
+warm-up calls, then timed calls of the generate call alone, each between device syncs. The time
+to the first token (the prefill) is stamped inside the same generate call by a streamer, which
+generate hands the prompt first and then every new token, so prefill and decode are timed
+apart (see `bench.rounds` for the rates and their convention).
+
+`HfTimer` times one batch of one model, the unit `bench.rounds.run_rounds` interleaves across
+the models of a run. It keeps its model resident or loads it again for every call (`resident`);
+`resident_policy` says which the memory allows. The loop is timed by hand with perf_counter:
+pytest-benchmark times test functions, not a CLI measurement.
 """
 
 from __future__ import annotations
@@ -12,15 +18,23 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
+from bench import rounds as rounds_module
 from bench.subject import Outcome, model_device
+
+MB = 1024 * 1024
+RESIDENT_FRACTION = 0.5  # models stay resident when their parameters take at most this share of free memory
+DEFAULT_ROUNDS = 5
 
 
 def settings(ctx, engine: str = "hf") -> dict:
     t = ctx.profile["throughput"]
-    out = {"engine": engine, **{k: t[k] for k in ("batch_size", "input_len", "output_len", "warmup", "repeats")},
+    out = {"engine": engine, **{k: t[k] for k in ("batch_size", "input_len", "output_len", "warmup")},
+           # new settings, read so that a profile without them keeps working
+           "rounds": t.get("rounds", max(DEFAULT_ROUNDS, t.get("repeats", 0))),
            "dtype": ctx.profile["model"]["dtype"], "device": model_device(ctx.dense_load_args()),
            "seed": ctx.profile["seed"]}
     if engine == "hf" and out["device"] == "cpu":
@@ -35,7 +49,7 @@ def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) 
 
 
 def summarise(seconds: list[float], s: dict) -> dict:
-    """The result values from the timed runs' wall times."""
+    """The result values from the timed runs' wall times (whole generate calls, prefill included)."""
     def spread(tokens: int) -> dict:
         rates = [tokens / t for t in seconds]
         return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
@@ -51,28 +65,105 @@ def summarise(seconds: list[float], s: dict) -> dict:
     }
 
 
+class _FirstTokenClock:
+    """A generate streamer that stamps the moment the first new tokens exist: generate puts the
+    prompt first, then the tokens of every step (copied to the CPU, so the device is done)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.calls, self.first = device, 0, None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            sync(self.device)
+            self.first = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+class HfTimer:
+    """One model's timed batch, the unit of `bench.rounds`: `time_batch()` runs generate once on
+    the fixed random prompt batch (greedy, exactly `output_len` new tokens) and returns
+    {prefill_s, total_s, input_tokens, output_tokens, batch_size}.
+
+    `resident=True` keeps the model loaded between calls; False loads it before every call and
+    releases it after (loading is not timed), for runs whose models do not fit in memory together."""
+
+    def __init__(self, subject, settings: dict, resident: bool = True):
+        self.label, self.subject, self.settings, self.resident = subject.key, subject, settings, resident
+        self.batch_size = settings["batch_size"]
+
+    def time_batch(self) -> dict:
+        model, tokenizer = self.subject.model_and_tokenizer()
+        try:
+            return time_generate(model, tokenizer, self.settings)
+        finally:
+            if not self.resident:
+                self.subject.release()
+
+
 @torch.no_grad()
-def measure(subject, settings: dict, ctx) -> Outcome:
-    model, tokenizer = subject.model_and_tokenizer()
+def time_generate(model, tokenizer, s: dict) -> dict:
     device = next(model.parameters()).device
-    ids = random_prompts(model.config.vocab_size, settings["batch_size"], settings["input_len"], settings["seed"])
-    ids = ids.to(device)
+    ids = random_prompts(model.config.vocab_size, s["batch_size"], s["input_len"], s["seed"]).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=settings["output_len"],
-                  min_new_tokens=settings["output_len"], do_sample=False, pad_token_id=pad)
+    clock = _FirstTokenClock(device)
+    sync(device)
+    start = time.perf_counter()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=s["output_len"],
+                         min_new_tokens=s["output_len"], do_sample=False, pad_token_id=pad, streamer=clock)
+    sync(device)
+    total = time.perf_counter() - start
+    if out.shape[1] != s["input_len"] + s["output_len"]:
+        raise RuntimeError(f"generate stopped early: {out.shape[1] - s['input_len']} of {s['output_len']} new tokens")
+    return {"prefill_s": clock.first - start, "total_s": total, "input_tokens": s["batch_size"] * s["input_len"],
+            "output_tokens": s["batch_size"] * s["output_len"], "batch_size": s["batch_size"]}
 
-    def generate() -> float:
-        sync(device)
-        start = time.perf_counter()
-        out = model.generate(ids, **kwargs)
-        sync(device)
-        elapsed = time.perf_counter() - start
-        assert out.shape[1] == settings["input_len"] + settings["output_len"], "generate stopped early"
-        return elapsed
 
-    for _ in range(settings["warmup"]):
-        generate()
-    return Outcome("ok", None, summarise([generate() for _ in range(settings["repeats"])], settings))
+def resident_policy(param_mb: list[float], free_mb: float | None, fraction: float = RESIDENT_FRACTION) -> dict:
+    """Keep every model of the phase resident when their parameters together take at most
+    `fraction` of the free memory (the rest is for activations, the KV cache and the interpreter);
+    else reload each model for each of its calls."""
+    need = sum(param_mb)
+    if free_mb is None:
+        return {"resident": False, "reason": "free memory unknown: each model reloaded per round", "param_mb": need}
+    resident = need <= fraction * free_mb
+    relation = "<=" if resident else ">"
+    return {"resident": resident, "param_mb": need, "free_mb": free_mb, "fraction": fraction,
+            "reason": f"parameters of all models {need:.0f} MB {relation} {fraction:g} x free {free_mb:.0f} MB: "
+                      + ("models resident" if resident else "each model reloaded per round")}
+
+
+def free_memory_mb(device: str) -> float | None:
+    """Free memory where the models live: CUDA's free bytes over all GPUs, else MemAvailable."""
+    if device == "cuda" and torch.cuda.is_available():
+        return sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())) / MB
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def measure_interleaved(subjects: list, settings: dict, resident: bool) -> dict:
+    """Every subject timed in one phase of interleaved rounds (dense first): {label: Outcome}
+    and the order of the calls: {"outcomes", "order"}. The caller picks `resident`
+    (`resident_policy`) and releases resident models after the phase."""
+    timers = [HfTimer(subject, settings, resident) for subject in subjects]
+    result = rounds_module.run_rounds(timers, settings["rounds"], settings["warmup"])
+    common = {"engine": settings["engine"], "batch_size": settings["batch_size"], "input_len": settings["input_len"],
+              "output_len": settings["output_len"], "rounds": settings["rounds"], "warmup": settings["warmup"],
+              "resident": resident, "interleaved_with": [s.key for s in subjects], "convention": result["convention"]}
+    outcomes = {label: Outcome("ok", None, {**common, **values}) for label, values in result["per_label"].items()}
+    return {"outcomes": outcomes, "order": result["order"]}
+
+
+def measure(subject, settings: dict, ctx) -> Outcome:
+    """One model alone (the runner's per-model path): its rounds, not interleaved with others."""
+    return measure_interleaved([subject], settings, resident=True)["outcomes"][subject.key]
 
 
 def sync(device: torch.device) -> None:

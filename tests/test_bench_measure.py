@@ -125,6 +125,8 @@ def test_memory_worker_counts_the_weights_exactly(tmp_path):
     expected = sum(p.numel() for p in tiny_llama().parameters()) * 4 / 2**20
     assert outcome.values["param_mb"] == pytest.approx(expected)
     assert outcome.values["peak_kind"] == "subprocess_peak_rss"
+    assert outcome.values["process_peak_rss_mb"] == outcome.values["peak_mb"]
+    assert "cuda_max_memory_allocated_mb" not in outcome.values
     # the worker's own peak: far below a parent process that holds more than it
     assert outcome.values["rss_after_load_mb"] <= outcome.values["peak_mb"] < 2000
 
@@ -147,6 +149,7 @@ def test_memory_on_gpu_is_cuda_max_memory_allocated(tmp_path):
     subject = Subject("m", "x", "fp", {}, {"kind": "pruned", "folder": str(folder), "dtype": "float32", "device": "cuda"})
     values = memory.measure(subject, {"prompt_len": 8, "new_tokens": 4, "batch_size": 1, "seed": 0}, None).values
     assert values["peak_kind"] == "cuda_max_memory_allocated" and values["peak_mb"] >= values["param_mb"]
+    assert values["cuda_max_memory_allocated_mb"] == values["peak_mb"] and values["process_peak_rss_mb"] > 0
 
 
 # -- vLLM: n/a with the reason, never silently skipped ---------------------------------------------

@@ -95,12 +95,12 @@ def test_smoke_profile_interrupt_resume_and_invalidation(tmp_path, monkeypatch):
     # 4. a changed throughput setting re-measures throughput only, for both models
     calls.clear()
     changed = copy.deepcopy(profile)
-    changed["throughput"]["repeats"] += 1
+    changed["throughput"]["warmup"] += 1
     runner.run_profile(name, changed, run, data_dir=DATA_DIR, progress=False)
     measured = {k for k, n in calls.items() if n}
     assert measured == {(m, t) for m in ("dense", "laco") for t in ("throughput_hf", "throughput_vllm")}
     after = results(run)
-    assert after[("laco", "throughput_hf")]["values"]["repeats"] == profile["throughput"]["repeats"] + 1
+    assert after[("laco", "throughput_hf")]["values"]["warmup"] == profile["throughput"]["warmup"] + 1
     assert all(mtimes(run)[k] == before[k] for k in done if k[1] not in ("throughput_hf", "throughput_vllm"))
 
 
@@ -143,8 +143,9 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
         mem = done[(model, "memory")]["values"]
         assert mem["peak_kind"] == "subprocess_peak_rss" and mem["peak_mb"] > mem["param_mb"] > 0
         tput = done[(model, "throughput_hf")]["values"]
-        assert tput["batch_size"] == profile["throughput"]["batch_size"] and len(tput["seconds"]) == tput["repeats"]
-        for key in ("input_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
+        assert tput["batch_size"] == profile["throughput"]["batch_size"] and tput["rounds"] >= 5
+        for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
+            assert len(tput["per_round"][key]) == tput["rounds"]
             assert tput[key]["min"] <= tput[key]["median"] <= tput[key]["max"]
     # fewer parameters after pruning, by the record's own count (4 bytes each in float32)
     removed = laco["record"]["parameters"]["before"] - laco["record"]["parameters"]["after"]
