@@ -65,7 +65,7 @@ def byte_tokenizer():
 def tiny_loaded(model_type: str, n_layers: int = 8, seed: int = 0) -> LoadedModel:
     model = tiny_model(model_type, n_layers, seed)
     source = ModelSource(f"tiny-{model_type}", "config", f"tiny-{model_type}-seed{seed}")
-    return LoadedModel(model, byte_tokenizer(), source, architecture_of(model.config))
+    return LoadedModel(model, byte_tokenizer(), source, architecture_of(model))
 
 
 @pytest.fixture
