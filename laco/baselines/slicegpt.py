@@ -101,6 +101,8 @@ def require_sliceable(arch: Architecture, model: nn.Module) -> None:
     def refuse(why: str):
         raise LacoError(f"slicegpt cannot slice {arch.model_type}: {why}")
 
+    if arch.needs_remote_code:
+        refuse(f"its output reloads through {LOADER}, which builds stock transformers classes and runs no remote code")
     layer_norms = tuple(n for n in arch.norms if "." not in n)
     if sorted(layer_norms) != sorted(PRE_NORMS):
         refuse(f"it needs pre-norm layers with exactly {' and '.join(PRE_NORMS)} on the residual stream; "
