@@ -10,7 +10,7 @@ Three sources, each returning the texts and a record of where they came from:
   leaves alone. The record names the documents and the SHA-256 of the text used.
 
 A method that needs a minimum number of calibration tokens declares it (`laco.pruners.
-min_calibration_tokens`) and checks it with `require_tokens`, which says how many are missing.
+calibration_tokens_needed`) and checks it with `require_tokens`, which says how many are missing.
 """
 
 from __future__ import annotations

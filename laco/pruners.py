@@ -91,10 +91,11 @@ def check_parameters(name: str, params: dict) -> None:
         raise LacoError(f"{name} does not take {', '.join(unknown)}{hint} (its parameters: {', '.join(known) or 'none'})")
 
 
-def min_calibration_tokens(name: str, loaded, *, target_ratio: float | None = None, target_layers: int | None = None,
+def calibration_tokens_needed(name: str, loaded, *, target_ratio: float | None = None, target_layers: int | None = None,
                            **params) -> int:
     """Calibration tokens the method needs on this model at this target (0: no minimum). A pruner
-    module declares it with a function of the same name; the pruner checks it itself too."""
+    module declares it as `min_calibration_tokens(loaded, target_ratio=, target_layers=, **params)`;
+    the pruner checks it itself too."""
     module = importlib.import_module(PRUNERS[name].split(":")[0]) if name in PRUNERS else None
     need = getattr(module, "min_calibration_tokens", None)
     if need is None:
