@@ -62,21 +62,29 @@ def summary(method: str, record: dict, ppl: dict) -> dict:
 
 def calibration_for(method: str, loaded, ratio: float | None, sentences: list[str], *, window: int, n_windows: int,
                     data: str | Path | None) -> tuple[list[str], str | None]:
-    """The given sentences, or, for a method that needs more tokens than they hold (SliceGPT), wikitext-2
-    test documents after the last one the perplexity windows read, as many as it needs."""
-    from laco.calibration import tokenize, unread_wikitext_documents, wikitext_calibration, wikitext_documents
+    """The given sentences, or, for a method that needs more tokens than they hold (SliceGPT), the first
+    paragraphs of wikitext-2 test from the first document the perplexity windows never read, as many
+    as it needs."""
+    from laco.calibration import unread_wikitext_documents, wikitext_calibration, wikitext_documents
     from laco.pruners import calibration_tokens_needed
 
     need = calibration_tokens_needed(method, loaded, target_ratio=ratio)
-    count = lambda texts: int(tokenize(loaded.tokenizer, texts)["attention_mask"].sum())  # noqa: E731
-    if need <= count(sentences):
+    lengths = lambda texts: [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]]  # noqa: E731
+    if need <= sum(lengths(sentences)):
         return sentences, None
     first = unread_wikitext_documents(loaded.tokenizer, window, n_windows, data=data)
-    for last in range(first + 1, len(wikitext_documents(data)) + 1):
-        texts, record = wikitext_calibration(first, last, data)
-        if count(texts) >= need:
-            return texts, record["file"]
-    raise LacoError(f"{method} needs {need} calibration tokens; wikitext-2 documents {first}.. hold fewer")
+    docs = len(wikitext_documents(data))
+    texts, _ = wikitext_calibration(first, docs, data)
+    total = 0
+    for count, length in enumerate(lengths(texts), 1):
+        total += length
+        if total >= need:
+            break
+    else:
+        raise LacoError(f"{method} needs {need} calibration tokens; wikitext-2 documents {first}.. hold {total}")
+    last = next(i for i in range(first + 1, docs + 1) if len(wikitext_calibration(first, i, data)[0]) >= count)
+    texts, record = wikitext_calibration(first, last, data, max_texts=count)
+    return texts, record["file"]
 
 
 def compare_at_laco_ratio(model: str = "smollm2-135m", *, methods=BASELINES, sentences: list[str] | None = None,

@@ -106,15 +106,20 @@ def wikitext_documents(data: str | Path | None = None) -> list[str]:
     return [json.loads(line)["page"] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def wikitext_calibration(first: int, last: int, data: str | Path | None = None) -> tuple[list[str], dict]:
+def wikitext_calibration(first: int, last: int, data: str | Path | None = None, *,
+                         max_texts: int | None = None) -> tuple[list[str], dict]:
     """(texts, record) from wikitext-2 test documents first..last-1: one text per paragraph (a
     non-blank line that is not a ` = heading = ` line), so a batch is many short rows rather than a
-    few very long ones. The record names the documents and the digest of the text used."""
+    few very long ones; with `max_texts`, only the first paragraphs. The record names the documents
+    and the digest of the text used."""
     docs = wikitext_documents(data)
     if not 0 <= first < last <= len(docs):
         raise LacoError(f"wikitext-2 test documents {first}:{last} out of range: there are {len(docs)} (0..{len(docs) - 1})")
     texts = [line for doc in docs[first:last] for line in _lines(doc) if not line.startswith("=")]
-    return texts, text_record(texts, f"{WIKITEXT_DOCUMENTS} documents {first}..{last - 1} (paragraphs)",
+    part = "paragraphs"
+    if max_texts is not None and max_texts < len(texts):
+        texts, part = texts[:max_texts], f"first {max_texts} paragraphs"
+    return texts, text_record(texts, f"{WIKITEXT_DOCUMENTS} documents {first}..{last - 1} ({part})",
                               documents=list(range(first, last)))
 
 
@@ -134,10 +139,14 @@ def unread_wikitext_documents(tokenizer, window: int, n_windows: int, *, lm_eval
     documents (lm-eval's wikitext task with a limit) never reads: calibration drawn from this
     document on is disjoint from that run's evaluation text."""
     raw = (data_dir(data) / WIKITEXT_RAW).read_text(encoding="utf-8")
-    encoded = tokenizer(raw, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoded["offset_mapping"]
     covered = n_windows * window
-    end = offsets[min(covered, len(offsets)) - 1][1] if covered else 0  # last character the windows read
+    length = max(4096, 8 * covered)  # tokenise a prefix long enough to hold the windows, not all 1.3 MB
+    while True:
+        offsets = tokenizer(raw[:length], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        if len(offsets) > covered or length >= len(raw):
+            break
+        length *= 2
+    end = 0 if not covered else offsets[covered - 1][1] if covered <= len(offsets) else len(raw)  # last character read
     docs = wikitext_documents(data)
     first_unread, position = len(docs), 0
     for index, doc in enumerate(docs):
