@@ -60,16 +60,49 @@ def summary(method: str, record: dict, ppl: dict) -> dict:
     return row
 
 
+def calibration_for(method: str, loaded, ratio: float | None, sentences: list[str], *, window: int, n_windows: int,
+                    data: str | Path | None) -> tuple[list[str], str | None]:
+    """The given sentences, or, for a method that needs more tokens than they hold (SliceGPT), the first
+    paragraphs of wikitext-2 test from the first document the perplexity windows never read, as many
+    as it needs."""
+    from laco.calibration import unread_wikitext_documents, wikitext_calibration, wikitext_documents
+    from laco.pruners import calibration_tokens_needed
+
+    need = calibration_tokens_needed(method, loaded, target_ratio=ratio)
+    lengths = lambda texts: [len(ids) for ids in loaded.tokenizer(texts)["input_ids"]]  # noqa: E731
+    if need <= sum(lengths(sentences)):
+        return sentences, None
+    first = unread_wikitext_documents(loaded.tokenizer, window, n_windows, data=data)
+    docs = len(wikitext_documents(data))
+    texts, _ = wikitext_calibration(first, docs, data)
+    total = 0
+    for count, length in enumerate(lengths(texts), 1):
+        total += length
+        if total >= need:
+            break
+    else:
+        raise LacoError(f"{method} needs {need} calibration tokens; wikitext-2 documents {first}.. hold {total}")
+    last = next(i for i in range(first + 1, docs + 1) if len(wikitext_calibration(first, i, data)[0]) >= count)
+    texts, record = wikitext_calibration(first, last, data, max_texts=count)
+    return texts, record["file"]
+
+
 def compare_at_laco_ratio(model: str = "smollm2-135m", *, methods=BASELINES, sentences: list[str] | None = None,
                           laco_params: dict | None = None, window: int = 512, n_windows: int = 16,
-                          data: str | Path | None = None, progress: bool = False) -> list[dict]:
-    """Rows (dense, laco, then each method at LaCo's ratio) with ratio, PPL, pruning time, shape."""
+                          data: str | Path | None = None, progress: bool = False,
+                          out: str | Path | None = None) -> list[dict]:
+    """Rows (dense, laco, then each method at LaCo's ratio) with ratio, PPL, pruning time, shape. With
+    `out`, every pruned model is also saved as OUT/<method> (the folder `laco prune` writes)."""
     from laco.calibration import default_sentences
     from laco.loading import load_model
     from laco.pruners import get_pruner
+    from laco.saving import check_output, save_pruned
 
     for method in methods:
         get_pruner(method)  # an unknown name fails before any work
+    if out is not None:
+        for method in ("laco", *methods):
+            check_output(Path(out) / method, force=False)
     sentences = sentences or default_sentences()
     laco_params = {"merge": "reference", **(laco_params or {})}
     text = wikitext_test(data)
@@ -81,11 +114,17 @@ def compare_at_laco_ratio(model: str = "smollm2-135m", *, methods=BASELINES, sen
         del loaded
         gc.collect()
         loaded = load_model(model)
-        out = get_pruner(method)(loaded, sentences, target_ratio=ratio, progress=progress, **params)
-        ppl = window_perplexity(out.model, loaded.tokenizer, text, window=window, n_windows=n_windows)
-        rows.append({**summary(method, out.record, ppl), "fingerprint": out.record["fingerprint"]})
+        texts, calibration_file = calibration_for(method, loaded, ratio, sentences, window=window, n_windows=n_windows,
+                                                  data=data)
+        result = get_pruner(method)(loaded, texts, target_ratio=ratio, progress=progress,
+                                    calibration_file=calibration_file, **params)
+        ppl = window_perplexity(result.model, loaded.tokenizer, text, window=window, n_windows=n_windows)
+        rows.append({**summary(method, result.record, ppl), "fingerprint": result.record["fingerprint"],
+                     "calibration": result.record["calibration"]["file"]})
+        if out is not None:
+            rows[-1]["folder"] = str(save_pruned(result.model, loaded.tokenizer, Path(out) / method, result.record))
         if method == "laco":
-            ratio = out.record["parameters"]["pruning_ratio"]
+            ratio = result.record["parameters"]["pruning_ratio"]
             if ratio <= 0:
                 raise LacoError(f"LaCo removed nothing with {laco_params}: there is no ratio to match")
     return rows
@@ -99,11 +138,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--window", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--data", help="evaluation data folder (default: LACO_DATA_DIR or ../shared/data)")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--out", help="keep every pruned model as OUT/<method> (safetensors, config, tokenizer, laco.json)")
     args = p.parse_args(argv)
     from tabulate import tabulate
 
     rows = compare_at_laco_ratio(args.model, methods=args.methods, window=args.window, n_windows=args.windows,
-                                 data=args.data)
+                                 data=args.data, out=args.out)
     print(tabulate(rows, headers="keys", floatfmt=".4g"))
     if args.json:  # atomic: a temp file beside the target, then a rename
         out = Path(args.json)

@@ -11,7 +11,7 @@ import sys
 from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prune": ("laco.cli:prune_main", "prune a model by Layer Collapse and save it with provenance"),
+    "prune": ("laco.cli:prune_main", "prune a model (LaCo or a baseline, --method) and save it with provenance"),
     "report": ("suites.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
     "compare": ("suites.commands:compare_main", "run B vs run A, paired; exit 1 on a regression"),
     "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
@@ -45,16 +45,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+LACO_FLAGS = ("merge", "paper_setting", "C", "L", "H", "I", "T", "engine", "compare_engines")  # LaCo's own options
+
+
 def prune_parser() -> argparse.ArgumentParser:
     from laco.merge import MERGE_MODES
 
-    p = argparse.ArgumentParser(prog="laco prune", description="Prune a causal LM by Layer Collapse (LaCo).")
-    p.add_argument("model", help="hub id, model folder, .gguf file, or smollm2-135m (embedded)")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p = argparse.ArgumentParser(prog="laco prune", description="Prune a causal LM (LaCo or a baseline) and save it "
+                                "with provenance.")
+    p.add_argument("model", nargs="?", help="hub id, model folder, .gguf file, or smollm2-135m (embedded)")
+    p.add_argument("--out", help="output folder (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("--merge", default="paper", choices=list(MERGE_MODES),
-                   help="paper: Eq. 1 literally; reference: the authors' notebook; drop: delete layers")
-    p.add_argument("--paper-setting", help="start from a row of the paper's Table 8 (llama2-7b, llama2-13b, "
+    p.add_argument("--method", default="laco", help="pruning method (default laco); see --list-methods")
+    p.add_argument("--list-methods", action="store_true", help="print every method with one line and exit")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of the method (repeatable); values read as int, float, true/false, else text")
+    p.add_argument("--merge", choices=list(MERGE_MODES),
+                   help="laco, rule-merge: paper (Eq. 1 literally, default), reference (the authors' notebook), drop")
+    p.add_argument("--paper-setting", help="laco, drop: start from a row of the paper's Table 8 (llama2-7b, llama2-13b, "
                    "baichuan2-7b); H is scaled to the model's depth; -C/-L/-H/-I/-T override it")
     p.add_argument("-C", type=int, help="layers per merge (base + C-1 above it); default 4")
     p.add_argument("-L", type=int, help="lowest merge base, 0-based inclusive; default 1")
@@ -62,11 +70,16 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("-I", type=int, help="pointer step after an accepted merge; default 2")
     p.add_argument("-T", type=float, help="similarity threshold in (0, 1]; default 0.65")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-layers", type=int, help="search T so that at most N layers remain")
-    target.add_argument("--target-ratio", type=float, help="search T to remove about this fraction of parameters")
-    p.add_argument("--calibration", help="text file, one calibration sentence per line (default: 10 built-in)")
-    p.add_argument("--engine", default="cached", choices=["cached", "naive"], help="similarity engine (same decisions)")
-    p.add_argument("--compare-engines", action="store_true", help="also run the naive engine and record both times")
+    target.add_argument("--target-layers", type=int, help="keep at most N layers (width methods: N layers' parameters)")
+    target.add_argument("--target-ratio", type=float, help="remove about this fraction of the parameters")
+    p.add_argument("--calibration", help="calibration texts: a text file, one per line, or a .jsonl file "
+                   "(with --calibration-field); default: 10 built-in sentences")
+    p.add_argument("--calibration-field", help="the JSONL field that holds the text, e.g. page")
+    p.add_argument("--calibration-docs", metavar="A:B", help="calibration from wikitext-2 test documents A..B-1 "
+                   "(of 62, under LACO_DATA_DIR or ../shared/data), one text per paragraph")
+    p.add_argument("--engine", choices=["cached", "naive"], help="laco, drop: similarity engine (same decisions)")
+    p.add_argument("--compare-engines", action="store_true", default=None,
+                   help="laco, drop: also run the naive engine and record both times")
     p.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16, auto")
     p.add_argument("--device", default="cpu")
     p.add_argument("--device-map", help="accelerate device_map, e.g. auto, for models larger than one GPU")
@@ -76,35 +89,115 @@ def prune_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value typed: int, float, true/false, none, else the text itself."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise LacoError(f"--param takes KEY=VALUE, got {text!r}")
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    if lowered in ("none", "null"):
+        return key.strip(), None
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def method_params(args) -> dict:
+    """The method's parameters from --param and LaCo's own flags; a key given twice is refused."""
+    params: dict[str, object] = {}
+    for text in args.param:
+        key, value = parse_param(text)
+        if key in params:
+            raise LacoError(f"--param {key} given twice")
+        params[key] = value
+    for key in LACO_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            if key in params:
+                raise LacoError(f"{key} given both as a flag and as --param")
+            params[key] = value
+    return params
+
+
+def calibration_texts(args) -> tuple[list[str], str | None]:
+    """(texts, calibration_file as the record names it)."""
+    from laco.calibration import load_calibration, parse_document_range, wikitext_calibration
+
+    if args.calibration_docs:
+        if args.calibration or args.calibration_field:
+            raise LacoError("give --calibration-docs or --calibration, not both")
+        texts, record = wikitext_calibration(*parse_document_range(args.calibration_docs))
+        return texts, record["file"]
+    texts, record = load_calibration(args.calibration, args.calibration_field)
+    return texts, None if args.calibration is None else record["file"]
+
+
+def list_methods() -> str:
+    from laco.pruners import PRUNERS, SUMMARIES, pruner_parameters
+
+    lines = []
+    for name in PRUNERS:
+        params = ", ".join(f"{k}={v}" for k, v in pruner_parameters(name).items())
+        lines.append(f"{name:<11} {SUMMARIES[name]}" + (f"\n{'':<11}   params: {params}" if params else ""))
+    return "\n".join(lines)
+
+
+def describe_result(record: dict) -> str:
+    """One line: the shape after pruning, the ratio, the time."""
+    if "n_layers_after" in record:
+        shape = f"{record['n_layers_before']} -> {record['n_layers_after']} layers"
+    elif "sliced_width" in record:
+        shape = f"hidden width {record['hidden_size']} -> {record['sliced_width']}"
+    elif "removed_per_layer" in record:
+        r = record["removed_per_layer"]
+        shape = f"-{r['kv_groups']} KV groups, -{r['mlp_channels']} MLP channels in layers {record['config']['layer_range']}"
+    else:
+        shape = "pruned"
+    extra = ""
+    if record["method"] in ("laco", "drop"):
+        extra = f", merge={record['config']['merge']}, T={record['config']['T']:.4g}"
+    return (f"{record['method']}: {shape}, {record['parameters']['pruning_ratio']:.1%} of parameters removed{extra}, "
+            f"{record['prune_seconds']:.1f}s, reload with {record['loader']}")
+
+
 def prune_main(argv: list[str]) -> int:
     args = prune_parser().parse_args(argv)
-    from laco.calibration import load_sentences
+    if args.list_methods:
+        print(list_methods())
+        return 0
     from laco.collapse import make_config
-    from laco.loading import load_model
-    from laco.pruners import laco_pruner
+    from laco.pruners import check_parameters, get_pruner
     from laco.saving import check_output, save_pruned
 
+    if not args.model or not args.out:
+        raise LacoError("give a MODEL and --out DIR (or --list-methods)")
+    pruner = get_pruner(args.method)
+    params = method_params(args)
+    check_parameters(args.method, params)
     if args.quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    hyper = {k: getattr(args, k) for k in "CLHIT" if getattr(args, k) is not None}
     check_output(args.out, args.force)
-    sentences = load_sentences(args.calibration)
-    make_config(merge=args.merge, paper_setting_name=args.paper_setting, **hyper).validate()  # before loading
+    sentences, calibration_file = calibration_texts(args)
+    if args.method in ("laco", "drop"):  # LaCo's settings are checked before the model is loaded
+        hyper = {k: params[k] for k in "CLHIT" if k in params}
+        make_config(merge=params.get("merge", "paper"), paper_setting_name=params.get("paper_setting"), **hyper).validate()
+    from laco.loading import load_model
+
     loaded = load_model(args.model, dtype=args.dtype, device=args.device,
                         trust_remote_code=args.trust_remote_code, device_map=args.device_map)
-    record = laco_pruner(
-        loaded, sentences, target_ratio=args.target_ratio, target_layers=args.target_layers, merge=args.merge,
-        paper_setting=args.paper_setting, calibration_file=args.calibration, engine=args.engine,
-        compare_engines=args.compare_engines, seed=args.seed, progress=not args.quiet, **hyper,
-    ).record
-    out = save_pruned(loaded.model, loaded.tokenizer, args.out, record, force=args.force)
-    config = record["config"]
-    print(f"{loaded.source.model_id}: {record['n_layers_before']} -> {record['n_layers_after']} layers, "
-          f"{record['parameters']['pruning_ratio']:.1%} of parameters removed, merge={config['merge']}, "
-          f"T={config['T']:.4g}, search {record['search_seconds']:.1f}s -> {out}")
-    if record["engine_comparison"]:
+    outcome = pruner(loaded, sentences, target_ratio=args.target_ratio, target_layers=args.target_layers,
+                     calibration_file=calibration_file, seed=args.seed, progress=not args.quiet, **params)
+    record = outcome.record
+    out = save_pruned(outcome.model, loaded.tokenizer, args.out, record, force=args.force)
+    print(f"{loaded.source.model_id}: {describe_result(record)} -> {out}")
+    if record.get("engine_comparison"):
         c = record["engine_comparison"]
         print(f"engines: naive {c['naive_seconds']:.1f}s, cached {c['cached_seconds']:.1f}s, "
               f"speed-up {c['speedup']:.2f}x, same decisions: {c['same_decisions']}")

@@ -14,7 +14,8 @@ states of the candidate and of the ORIGINAL model exceeds T; then l -= I, else l
 Speed. Merges proceed top-down, so the layers below the pointer are always the original
 layers, at their original indices. The `cached` engine therefore records, in one dense forward,
 the hidden state entering every layer (and the keyword arguments each layer is called with:
-masks, rotary embeddings), and runs only the candidate's suffix l..end. The `naive` engine does
+masks, rotary embeddings, which differ between sliding and full attention layers), and runs only
+the candidate's suffix l..end, each layer with the arguments of the original layer it came from. The `naive` engine does
 what the notebook does: copy the whole model and run a full forward per candidate. Both share
 the loop below, so they make the same decisions (tests/test_collapse.py checks it).
 """
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from laco import LacoError
 from laco.architectures import Architecture, check_layer
 from laco.merge import MERGE_MODES
-from laco.surgery import decoder_layers, set_layers
+from laco.surgery import decoder, decoder_layers, final_norm, set_layers
 
 
 @dataclass(frozen=True)
@@ -145,23 +146,22 @@ def mean_similarity(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> flo
 @torch.no_grad()
 def last_hidden(model: nn.Module, batch: dict) -> torch.Tensor:
     """Last hidden states after the final norm."""
-    return model.model(**batch, use_cache=False).last_hidden_state
+    return decoder(model)(**batch, use_cache=False).last_hidden_state
 
 
 class DenseTrace:
     """One forward of the dense model: the hidden state entering every layer, the keyword
-    arguments layers are called with (one set per attention type: full or sliding masks), and
-    the final output."""
+    arguments each layer is called with (masks and rotary embeddings of its attention type),
+    and the final output."""
 
     @torch.no_grad()
     def __init__(self, model: nn.Module, batch: dict):
         self.inputs: list[torch.Tensor] = []
-        self.kwargs: dict[str, dict] = {}
+        self.layer_kwargs: list[dict] = []
 
         def record(module, args, kwargs):
             self.inputs.append(args[0] if args else kwargs["hidden_states"])
-            kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-            self.kwargs.setdefault(_attention_type(module), kw)
+            self.layer_kwargs.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
 
         handles = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in decoder_layers(model)]
         try:
@@ -169,24 +169,22 @@ class DenseTrace:
         finally:
             for h in handles:
                 h.remove()
-        self.norm = model.model.norm
+        self.norm = final_norm(model)
         self.mask = batch["attention_mask"]
 
     @torch.no_grad()
-    def run_suffix(self, layers: Sequence[nn.Module], start: int) -> torch.Tensor:
-        """Last hidden states of a model whose layers from `start` on are `layers`."""
-        h = self.inputs[start]
-        for layer in layers:
-            h = layer(h, **self.kwargs[_attention_type(layer)])
+    def run_suffix(self, layers: Sequence[nn.Module], origins: Sequence[int] | int) -> torch.Tensor:
+        """Last hidden states of a model whose layers from `origins[0]` on are `layers`; layer j is
+        called as the original layer `origins[j]` was (its merge base, for a merged layer). An int
+        is the start of original layers in order."""
+        if isinstance(origins, int):
+            origins = range(origins, origins + len(layers))
+        h = self.inputs[origins[0]]
+        for layer, origin in zip(layers, origins, strict=True):
+            h = layer(h, **self.layer_kwargs[origin])
             if isinstance(h, tuple):  # older transformers return (hidden, ...)
                 h = h[0]
         return self.norm(h)
-
-
-def _attention_type(layer: nn.Module) -> str:
-    """Full or sliding attention: the layers of one type are called with the same mask."""
-    kind = getattr(layer, "attention_type", None) or getattr(getattr(layer, "self_attn", None), "layer_type", None)
-    return kind or "full_attention"
 
 
 class _CachedEngine:
@@ -197,12 +195,14 @@ class _CachedEngine:
     def __init__(self, trace: DenseTrace, layers: Sequence[nn.Module], arch: Architecture, merge: str):
         self.trace, self.arch, self.merge = trace, arch, MERGE_MODES[merge]
         self.layers = list(layers)
+        self.origins = list(range(len(self.layers)))  # original index of each current layer
         self._candidate: tuple[int, int, nn.Module] | None = None
 
     def similarity(self, base: int, k: int) -> float:
         merged = self.merge(self.arch, self.layers, base, k)
         self._candidate = (base, k, merged)
-        out = self.trace.run_suffix([merged, *self.layers[base + k + 1 :]], base)
+        origins = [self.origins[base], *self.origins[base + k + 1 :]]
+        out = self.trace.run_suffix([merged, *self.layers[base + k + 1 :]], origins)
         return mean_similarity(out, self.trace.output, self.trace.mask)
 
     def accept(self, base: int, k: int) -> None:
@@ -211,6 +211,7 @@ class _CachedEngine:
         else:  # the similarity came from the memo of a threshold search
             merged = self.merge(self.arch, self.layers, base, k)
         self.layers[base : base + k + 1] = [merged]
+        self.origins[base : base + k + 1] = [self.origins[base]]
         self._candidate = None
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from laco import LacoError
-from laco.architectures import Architecture, architecture_of
+from laco.architectures import Architecture, architecture_of, inspect_config
 from laco.provenance import file_sha256, fingerprint, folder_weights_sha256
 
 
@@ -107,7 +107,8 @@ def load_model(
     trust_remote_code: bool = False,
     device_map: str | dict | None = None,
 ) -> LoadedModel:
-    """Load a supported causal LM and its tokenizer in eval mode.
+    """Load a causal LM and its tokenizer in eval mode, after checking on the meta device that its
+    layers fit the rules of `laco.architectures`.
 
     `device_map` (e.g. "auto") spreads a large model over several GPUs through accelerate;
     otherwise the model is moved to `device`.
@@ -125,10 +126,10 @@ def load_model(
     except OSError as exc:
         raise LacoError(f"model not found or not reachable: {spec} ({str(exc).splitlines()[0]})") from None
     except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise LacoError(f"{spec} ships its own modelling code: pass --trust-remote-code to allow it") from None
         raise LacoError(f"cannot read the config of {spec}: {str(exc).splitlines()[0]}") from None
-    arch = architecture_of(config)
-    if arch.needs_remote_code and not trust_remote_code:
-        raise LacoError(f"{arch.model_type} models run remote code: pass --trust-remote-code to allow it")
+    inspect_config(config, trust_remote_code=trust_remote_code)  # an unsupported layout fails before loading
     model = AutoModelForCausalLM.from_pretrained(
         folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map
     )
@@ -138,6 +139,7 @@ def load_model(
     tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    arch = architecture_of(model)
     if source.kind == "hub":
         source = ModelSource(spec, "hub", spec, revision=getattr(config, "_commit_hash", None))
     return LoadedModel(model, tokenizer, source, arch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -12,7 +11,7 @@ import torch
 
 import laco
 from laco import LacoError
-from laco.calibration import tokenize
+from laco.calibration import text_record, tokenize
 from laco.collapse import CollapseConfig, CollapseResult, collapse
 from laco.loading import LoadedModel
 from laco.merge import MERGE_MODES
@@ -31,9 +30,8 @@ def layers_for_ratio(model, ratio: float) -> int:
 
 
 def calibration_record(sentences: list[str], path: str | None) -> dict:
-    text = "\n".join(sentences)
-    return {"file": path or "laco/data/calibration.txt (default)", "sentences": len(sentences),
-            "sha256": hashlib.sha256(text.encode()).hexdigest()}
+    """`file` (a path, or the description of where the texts came from), count and SHA-256 of the texts."""
+    return text_record(sentences, path)
 
 
 def prune_laco(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,20 @@ PRUNERS: dict[str, str] = {
 }
 
 
+# One line each, for `laco prune --list-methods`.
+SUMMARIES: dict[str, str] = {
+    "laco": "Layer Collapse: merge runs of layers into the one below while the output stays similar (LaCo, Alg. 1)",
+    "drop": "LaCo's search deleting the layers above the pointer instead of merging them (LaCo appendix B.6)",
+    "rule-merge": "merge fixed groups of C layers from the top down, no similarity check (LaCo appendix B.7)",
+    "shortgpt": "delete the layers of lowest Block Influence, 1 - cos(layer input, layer output) (ShortGPT)",
+    "come": "merge the closest adjacent pair by concatenating their most sensitive heads and channels (CoMe)",
+    "llm-pruner": "remove the KV groups and MLP channels of lowest Taylor importance (LLM-Pruner, no tuning)",
+    "slicegpt": "rotate the residual stream by PCA and slice the hidden width (SliceGPT)",
+}
+
+# Keyword arguments every pruner takes besides its own parameters.
+COMMON_ARGUMENTS = ("target_ratio", "target_layers", "calibration_file", "seed", "progress")
+
 # The LaCo ablations of the paper's appendix (B.6 drop, B.7 rule-merge) compare like with like only
 # when they run with the LaCo method's own settings: these are the parameters each one takes from it.
 SHARED_WITH_LACO: dict[str, tuple[str, ...]] = {
@@ -57,6 +72,36 @@ def get_pruner(name: str) -> Callable[..., PruneOutcome]:
         raise LacoError(f"unknown pruning method {name!r}{hint} (known: {', '.join(PRUNERS)})")
     module, func = PRUNERS[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def pruner_parameters(name: str) -> dict[str, object]:
+    """The method's own parameters and their defaults, read from its signature."""
+    signature = inspect.signature(get_pruner(name))
+    return {p.name: p.default for p in signature.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_ARGUMENTS}
+
+
+def check_parameters(name: str, params: dict) -> None:
+    """Refuse parameters the method does not take, before any work."""
+    known = pruner_parameters(name)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        hint = f"; did you mean {close[0]!r}?" if len(unknown) == 1 and close else ""
+        raise LacoError(f"{name} does not take {', '.join(unknown)}{hint} (its parameters: {', '.join(known) or 'none'})")
+
+
+def calibration_tokens_needed(name: str, loaded, *, target_ratio: float | None = None, target_layers: int | None = None,
+                           **params) -> int:
+    """Calibration tokens the method needs on this model at this target (0: no minimum). A pruner
+    module declares it as `min_calibration_tokens(loaded, target_ratio=, target_layers=, **params)`;
+    the pruner checks it itself too."""
+    module = importlib.import_module(PRUNERS[name].split(":")[0]) if name in PRUNERS else None
+    need = getattr(module, "min_calibration_tokens", None)
+    if need is None:
+        get_pruner(name)  # an unknown name fails as everywhere else
+        return 0
+    return need(loaded, target_ratio=target_ratio, target_layers=target_layers, **params)
 
 
 STOCK_LOADABLE = {"transformers": True, "vllm": True, "reason": "standard config and tensor shapes"}
@@ -82,17 +127,25 @@ def laco_pruner(
     target_layers: int | None = None,
     merge: str = "paper",
     paper_setting: str | None = None,
-    calibration_file: str | None = None,
+    C: int | None = None,
+    L: int | None = None,
+    H: int | None = None,
+    I: int | None = None,  # noqa: E741
+    T: float | None = None,
     engine: str = "cached",
     compare_engines: bool = False,
+    calibration_file: str | None = None,
     seed: int = 0,
     progress: bool = True,
-    **hyper: int | float,
+    **unknown,
 ) -> PruneOutcome:
-    """LaCo; `hyper` takes C, L, H, I, T (override the paper setting or the defaults)."""
+    """LaCo; C, L, H, I, T override the paper setting or the defaults (None: keep them)."""
     from laco.collapse import make_config
     from laco.prune import prune_laco
 
+    if unknown:
+        raise LacoError(f"unknown laco parameters: {', '.join(sorted(unknown))}")
+    hyper = {k: v for k, v in {"C": C, "L": L, "H": H, "I": I, "T": T}.items() if v is not None}
     config = make_config(merge=merge, paper_setting_name=paper_setting,
                          n_layers=loaded.model.config.num_hidden_layers, **hyper)
     result, record = prune_laco(

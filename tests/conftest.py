@@ -15,8 +15,12 @@ from laco.loading import LoadedModel, ModelSource
 TINY_VOCAB = 260  # 256 bytes + specials
 
 
+# Every family the generic rules are tested on; Baichuan runs as remote code (`baichuan_folder`).
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "olmo2", "granite", "baichuan"]
+
+
 def tiny_config(model_type: str, n_layers: int = 8):
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    import transformers as tf
 
     common = dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers, num_attention_heads=4,
@@ -24,14 +28,36 @@ def tiny_config(model_type: str, n_layers: int = 8):
         bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
     )
     if model_type == "llama":
-        return LlamaConfig(**common)
+        return tf.LlamaConfig(**common)
     if model_type == "mistral":
-        return MistralConfig(sliding_window=16, **common)
+        return tf.MistralConfig(sliding_window=16, **common)
     if model_type == "qwen2":  # q/k/v biases; upper half of the layers use sliding attention
-        return Qwen2Config(use_sliding_window=True, sliding_window=16, max_window_layers=n_layers // 2, **common)
+        return tf.Qwen2Config(use_sliding_window=True, sliding_window=16, max_window_layers=n_layers // 2, **common)
     if model_type == "qwen3":  # q_norm / k_norm
-        return Qwen3Config(head_dim=16, **common)
+        return tf.Qwen3Config(head_dim=16, **common)
+    if model_type == "gemma2":  # sliding and full layers alternate; four norms per layer; soft-capping
+        return tf.Gemma2Config(head_dim=16, sliding_window=16, query_pre_attn_scalar=16, **common)
+    if model_type == "gemma3_text":  # every 3rd layer full attention (layer_types); q/k norms; two rope bases
+        return tf.Gemma3TextConfig(head_dim=16, sliding_window=16, sliding_window_pattern=3, query_pre_attn_scalar=16,
+                                   **common)
+    if model_type == "phi3":  # packed qkv_proj and gate_up_proj
+        return tf.Phi3Config(**common)
+    if model_type == "olmo2":  # norms after attention and MLP; q/k norms across all heads
+        return tf.Olmo2Config(**common)
+    if model_type == "granite":  # scalar multipliers on embeddings, residual branches, attention and logits
+        return tf.GraniteConfig(embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.3,
+                                logits_scaling=1.5, **common)
     raise ValueError(model_type)
+
+
+def scale_weights(model, seed: int = 0):
+    """Random weights scaled up so layers differ clearly from each other (norm scales left alone)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" not in name:
+                p.normal_(0, 0.08)
+    return model.eval()
 
 
 def tiny_model(model_type: str, n_layers: int = 8, seed: int = 0):
@@ -39,12 +65,42 @@ def tiny_model(model_type: str, n_layers: int = 8, seed: int = 0):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type, n_layers), attn_implementation="sdpa")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" not in name:
-                p.normal_(0, 0.08)
-    return model.eval()
+    attention = "eager" if model_type == "gemma2" else "sdpa"  # transformers refuses sdpa for Gemma 2
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, n_layers), attn_implementation=attention)
+    return scale_weights(model, seed)
+
+
+def baichuan_folder(folder: Path, n_layers: int = 8, seed: int = 0) -> Path:
+    """A Baichuan-2-style model folder that runs as remote code: this project's own minimal modelling
+    files (tests/fixtures/baichuan), `auto_map` in config.json, seeded random weights."""
+    import json
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder.mkdir(parents=True)
+    for file in (Path(__file__).parent / "fixtures" / "baichuan").glob("*.py"):
+        shutil.copy(file, folder / file.name)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "baichuan", "architectures": ["BaichuanForCausalLM"], "num_hidden_layers": n_layers,
+        "auto_map": {"AutoConfig": "configuration_baichuan.BaichuanConfig",
+                     "AutoModelForCausalLM": "modeling_baichuan.BaichuanForCausalLM"},
+    }))
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    torch.manual_seed(seed)
+    model = scale_weights(AutoModelForCausalLM.from_config(config, trust_remote_code=True), seed)
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def family_folder(model_type: str, folder: Path, n_layers: int = 8, seed: int = 0) -> Path:
+    """A tiny random model of the family saved as a model folder, as a user would pass it."""
+    if model_type == "baichuan":
+        return baichuan_folder(folder, n_layers, seed)
+    tiny_model(model_type, n_layers, seed).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
 
 
 def byte_tokenizer():
@@ -65,7 +121,7 @@ def byte_tokenizer():
 def tiny_loaded(model_type: str, n_layers: int = 8, seed: int = 0) -> LoadedModel:
     model = tiny_model(model_type, n_layers, seed)
     source = ModelSource(f"tiny-{model_type}", "config", f"tiny-{model_type}-seed{seed}")
-    return LoadedModel(model, byte_tokenizer(), source, architecture_of(model.config))
+    return LoadedModel(model, byte_tokenizer(), source, architecture_of(model))
 
 
 @pytest.fixture

@@ -43,3 +43,19 @@ def test_compare_command_reports_bad_input_in_one_line(tiny_folder, data_dir, tm
     assert "no ratio to match" in capsys.readouterr().err
     assert main(["baselines-compare", "--methods", "shortgtp"]) == 2
     assert "did you mean 'shortgpt'" in capsys.readouterr().err
+
+
+def test_compare_keeps_the_pruned_folders_and_feeds_slicegpt_enough_calibration(tiny_folder, data_dir, tmp_path):
+    from laco.pruners import load_pruned
+
+    out = tmp_path / "kept"
+    rows = compare_at_laco_ratio(str(tiny_folder), methods=["shortgpt", "slicegpt"], laco_params={"T": 0.05},
+                                 sentences=["Hi there."], window=32, n_windows=2, data=data_dir, out=out)
+    assert sorted(p.name for p in out.iterdir()) == ["laco", "shortgpt", "slicegpt"]
+    for row in rows[1:]:
+        model, _, record = load_pruned(row["folder"])
+        assert record["method"] == row["method"] and record["fingerprint"] == row["fingerprint"]
+    # 10 byte tokens are fewer than the directions SliceGPT keeps; 2 windows of 32 bytes lie in document 0
+    slicegpt = rows[-1]
+    assert slicegpt["calibration"].startswith("wikitext/wikitext-2-raw-v1_test.jsonl documents 1..1 (first ")
+    assert rows[2]["calibration"] == "laco/data/calibration.txt (default)"

@@ -143,7 +143,7 @@ def tied_llama(n_layers=6):
     model = tiny_model("llama", n_layers)
     model.config.tie_word_embeddings = True
     model.lm_head.weight = model.model.embed_tokens.weight
-    return LoadedModel(model, loaded.tokenizer, ModelSource("tiny-tied", "config", "tiny-tied"), architecture_of(model.config))
+    return LoadedModel(model, loaded.tokenizer, ModelSource("tiny-tied", "config", "tiny-tied"), architecture_of(model))
 
 
 @pytest.mark.parametrize("variant", ["llama", "qwen2", "tied"])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_loaded
 
-from laco.architectures import ARCHITECTURES, check_layer, merged_parameters
+from laco.architectures import check_layer, merged_parameters
 from laco.merge import MERGE_MODES
 
 MERGED_SUFFIXES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -73,4 +73,4 @@ def test_unknown_linear_module_is_refused():
     layer = loaded.model.model.layers[0]
     layer.mlp.extra_proj = torch.nn.Linear(4, 4)
     with pytest.raises(Exception, match="not supported"):
-        check_layer(ARCHITECTURES["llama"], layer)
+        check_layer(loaded.arch, layer)  # the architecture read from the model before the change

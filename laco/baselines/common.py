@@ -15,7 +15,7 @@ from laco.architectures import Architecture
 from laco.calibration import tokenize
 from laco.prune import common_record, layers_for_ratio
 from laco.pruners import STOCK_LOADABLE, PruneOutcome, finish_record
-from laco.surgery import decoder_layers, parameter_count
+from laco.surgery import decoder, decoder_layers, parameter_count
 
 LLAMA_LIKE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -27,10 +27,18 @@ def reject_unknown(method: str, unknown: dict) -> None:
 
 
 def require_llama_like(arch: Architecture, method: str) -> None:
-    """Width methods slice q/k/v/o and gate/up/down; packed projections (Baichuan) are not handled."""
+    """Methods that slice or mix heads and channels address q/k/v/o and gate/up/down as separate
+    modules under `self_attn` and `mlp`, and need each kept head to compute as it did alone."""
+    packed = arch.packed()
+    if packed:
+        raise LacoError(f"{method} slices heads and channels of separate projections; {arch.model_type} packs "
+                        f"several into {', '.join(packed)}")
     if set(arch.merged) != set(LLAMA_LIKE):
         raise LacoError(f"{method} supports separate q/k/v/o and gate/up/down projections; "
                         f"{arch.model_type} has {', '.join(arch.merged)}")
+    if arch.cross_head_norms:
+        raise LacoError(f"{method} removes or mixes attention heads; {arch.model_type}'s "
+                        f"{', '.join(arch.cross_head_norms)} normalise across all heads, so every kept head would change")
 
 
 def calibration_batch(loaded, sentences: list[str]) -> dict:
@@ -147,7 +155,7 @@ def layer_profile(model: nn.Module, batch: dict, *, channels: bool = False) -> L
             handles.append(layer.self_attn.o_proj.register_forward_pre_hook(channel_hook(i, "o_proj")))
             handles.append(layer.mlp.down_proj.register_forward_pre_hook(channel_hook(i, "down_proj")))
     try:
-        model.model(**batch, use_cache=False)
+        decoder(model)(**batch, use_cache=False)
     finally:
         for h in handles:
             h.remove()

@@ -22,17 +22,29 @@ and Columns"): rotate the residual stream by PCA, then slice its width.
 With d' = d nothing is sliced and the model computes the same function (tests check it).
 
 Calibration size matters: with fewer calibration tokens than d' the PCA has lower rank than the
-basis it must fill, and the remaining directions are arbitrary; the record says so
-(`calibration_warning`). The project's default ten sentences (about 200 tokens on SmolLM2) are
-far below SliceGPT's own calibration (WikiText-2 training sequences of 2048 tokens in its paper).
+basis it must fill, and the remaining directions are arbitrary. The method therefore declares
+`min_calibration_tokens` = d' and refuses a smaller set, saying how many tokens are missing. The
+project's default ten sentences (about 200 tokens on SmolLM2) are far below it; SliceGPT's paper
+calibrates on WikiText-2 training sequences of 2048 tokens. Offline, wikitext-2 test documents
+that the run does not evaluate serve (`laco.calibration.wikitext_calibration`).
 
-The blocks work in a width d' < config.hidden_size and carry shortcut matrices the Llama/Qwen
+Which models: pre-norm layers (`input_layernorm` before attention, `post_attention_layernorm`
+before the MLP, nothing else on the residual stream) whose norms multiply by their weight; the
+projections that read the stream (q/k/v, gate/up, packed or not: Phi-3's qkv_proj and
+gate_up_proj, Baichuan's W_pack) and write it (o, down) are found by their roles
+(`laco.architectures.ROLES`). That covers Llama, Mistral, Qwen2/3, Phi-3, Granite (its residual
+multiplier scales each block's output, as in its own layer) and Baichuan; Gemma 2/3 and OLMo 2
+normalise block outputs before the residual sum, which a rotation of the stream cannot pass
+through, and are refused (`require_sliceable`).
+
+The blocks work in a width d' < config.hidden_size and carry shortcut matrices the stock
 architectures do not have, so neither stock transformers nor vLLM can load the output; `load`
 rebuilds the structure from the record.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -41,16 +53,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from laco import LacoError
+from laco.architectures import ROLES, Architecture
 from laco.baselines.common import (
     calibration_batch,
     load_restructured,
     outcome,
     parameter_target,
     reject_unknown,
-    require_llama_like,
 )
-from laco.collapse import DenseTrace, _attention_type
-from laco.surgery import decoder_layers, parameter_count
+from laco.calibration import require_tokens
+from laco.collapse import DenseTrace
+from laco.surgery import decoder_layers, final_norm, parameter_count
 
 LOADER = "laco.baselines.slicegpt:load"
 NOT_STOCK = {
@@ -59,8 +72,67 @@ NOT_STOCK = {
     "reason": "blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
               "d' x d' shortcut rotation, which the stock Llama/Qwen architectures lack",
 }
-BLOCK_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
-BLOCK_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
+PRE_NORMS = ("input_layernorm", "post_attention_layernorm")  # before attention, before the MLP
+READS, WRITES = {"q", "k", "v", "gate", "up"}, {"o", "down"}
+
+
+def stream_projections(layer: nn.Module) -> dict[str, list[str]]:
+    """Linear modules of a layer that read the residual stream ("attention", "mlp": by block) and
+    write into it ("writes"), by role; unknown names are left out (`require_sliceable` refuses them)."""
+    out: dict[str, list[str]] = {"attention": [], "mlp": [], "writes": []}
+    for name, module in layer.named_modules():
+        roles = set(ROLES.get(name.rsplit(".", 1)[-1], ()))
+        if not isinstance(module, nn.Linear) or not roles:
+            continue
+        if roles <= WRITES:
+            out["writes"].append(name)
+        elif roles <= READS:
+            out["attention" if name.startswith("self_attn.") else "mlp"].append(name)
+    return out
+
+
+def block_inputs(layer: nn.Module) -> list[str]:
+    io = stream_projections(layer)
+    return io["attention"] + io["mlp"]
+
+
+def require_sliceable(arch: Architecture, model: nn.Module) -> None:
+    """Refuse, in one line, a model whose layers SlicedDecoderLayer cannot compute."""
+    def refuse(why: str):
+        raise LacoError(f"slicegpt cannot slice {arch.model_type}: {why}")
+
+    if arch.needs_remote_code:
+        refuse(f"its output reloads through {LOADER}, which builds stock transformers classes and runs no remote code")
+    layer_norms = tuple(n for n in arch.norms if "." not in n)
+    if sorted(layer_norms) != sorted(PRE_NORMS):
+        refuse(f"it needs pre-norm layers with exactly {' and '.join(PRE_NORMS)} on the residual stream; "
+               f"the layers have {', '.join(layer_norms)}")
+    if not all(p.startswith("self_attn.") for p in arch.attention) or not all(p.startswith("mlp.") for p in arch.mlp):
+        refuse("it needs the attention block under self_attn and the MLP under mlp")
+    layer = decoder_layers(model)[0]
+    io = stream_projections(layer)
+    unknown = [p for p in arch.merged if not set(ROLES.get(p.rsplit(".", 1)[-1], ())) & (READS | WRITES)]
+    if unknown:
+        refuse(f"projections of no known role: {', '.join(unknown)}")
+    if io["writes"] != ["self_attn.o_proj", "mlp.down_proj"] or not io["attention"] or not io["mlp"]:
+        refuse(f"it needs one output projection per block (self_attn.o_proj, mlp.down_proj); found {io['writes']}")
+    for name, norm in [(n, layer.get_submodule(n)) for n in PRE_NORMS] + [("final norm", final_norm(model))]:
+        if not scales_by_weight(norm):
+            refuse(f"its {name} does not multiply by its weight, so the scale cannot be folded into the next linear")
+    if not isinstance(model.get_input_embeddings(), nn.Embedding) or not isinstance(model.get_output_embeddings(), nn.Linear):
+        refuse("it needs an nn.Embedding input and an nn.Linear head")
+
+
+@torch.no_grad()
+def scales_by_weight(norm: nn.Module) -> bool:
+    """norm(x) == unit_norm(x) * weight, checked on a random input (Gemma's norms scale by 1 + weight)."""
+    weight = getattr(norm, "weight", None)
+    if weight is None or weight.dim() != 1 or any(p is not weight for p in norm.parameters(recurse=False)):
+        return False
+    x = torch.randn(3, weight.numel(), generator=torch.Generator().manual_seed(0)).to(weight)
+    unit = copy.deepcopy(norm)
+    unit.weight.fill_(1.0)
+    return torch.allclose(norm(x), unit(x) * weight, rtol=1e-4, atol=1e-5)
 
 
 class SlicedDecoderLayer(nn.Module):
@@ -72,21 +144,24 @@ class SlicedDecoderLayer(nn.Module):
         super().__init__()
         self.self_attn, self.mlp = layer.self_attn, layer.mlp
         self.input_layernorm, self.post_attention_layernorm = layer.input_layernorm, layer.post_attention_layernorm
+        self.residual_multiplier = residual_multiplier(layer)
         weight = layer.input_layernorm.weight
         self.attn_shortcut = nn.Linear(width, width, bias=False, device=weight.device, dtype=weight.dtype)
         self.mlp_shortcut = nn.Linear(width, width, bias=False, device=weight.device, dtype=weight.dtype)
         if hasattr(layer, "attention_type"):
             self.attention_type = layer.attention_type
 
-    def forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, position_embeddings=None, **kwargs):
-        attn_out, _ = self.self_attn(
-            hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
-            position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
-            position_embeddings=position_embeddings, **kwargs,
-        )
-        hidden_states = self.attn_shortcut(hidden_states) + attn_out
-        return self.mlp_shortcut(hidden_states) + self.mlp(self.post_attention_layernorm(hidden_states))
+    def forward(self, hidden_states, **kwargs):
+        # masks, rotary embeddings and the KV cache pass through under whatever names the model uses
+        attn_out, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)
+        m = self.residual_multiplier
+        hidden_states = self.attn_shortcut(hidden_states) + attn_out * m
+        return self.mlp_shortcut(hidden_states) + self.mlp(self.post_attention_layernorm(hidden_states)) * m
+
+
+def residual_multiplier(layer: nn.Module) -> float:
+    """The factor a layer applies to each block's output before the residual sum (Granite's; else 1)."""
+    return float(getattr(layer, "residual_multiplier", 1.0))
 
 
 # ---- weight transforms (float64, cast back) -----------------------------------------------------
@@ -120,15 +195,17 @@ def set_norm(norm: nn.Module, width: int, hidden: int) -> None:
 def untie_and_fold_norms(model: nn.Module) -> bool:
     """Untie the output embedding if tied, then fold every RMSNorm scale into the linears it feeds.
     Returns whether the embeddings were tied."""
-    embed, head = model.model.embed_tokens, model.lm_head
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head.weight is embed.weight or bool(getattr(model.config, "tie_word_embeddings", False))
     if tied:
         head.weight = nn.Parameter(embed.weight.detach().clone())
         model.config.tie_word_embeddings = False
-    feeds = [(layer.input_layernorm, [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
-             for layer in decoder_layers(model)]
-    feeds += [(layer.post_attention_layernorm, [layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in decoder_layers(model)]
-    feeds.append((model.model.norm, [head]))
+    feeds = []
+    for layer in decoder_layers(model):
+        io = stream_projections(layer)
+        feeds.append((layer.input_layernorm, [layer.get_submodule(n) for n in io["attention"]]))
+        feeds.append((layer.post_attention_layernorm, [layer.get_submodule(n) for n in io["mlp"]]))
+    feeds.append((final_norm(model), [head]))
     for norm, linears in feeds:
         for linear in linears:
             linear.weight.mul_(norm.weight.to(linear.weight.dtype))
@@ -154,17 +231,17 @@ def pca_basis(signal: torch.Tensor, mask: torch.Tensor, width: int, damping: flo
 
 def sliced_parameter_count(model: nn.Module, width: int) -> int:
     """Parameters after slicing the (folded, untied) model to `width`: computed from the shapes."""
-    embed, head = model.model.embed_tokens, model.lm_head
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     count = embed.num_embeddings * width + head.out_features * width + width  # embeddings, head, final norm
     count += head.bias.numel() if head.bias is not None else 0
     for layer in decoder_layers(model):
         touched = 0
-        for name in BLOCK_INPUTS:
+        for name in block_inputs(layer):
             linear = layer.get_submodule(name)
             bias = linear.bias.numel() if linear.bias is not None else 0
             count += linear.out_features * width + bias
             touched += parameter_count(linear)
-        for name in BLOCK_OUTPUTS:
+        for name in stream_projections(layer)["writes"]:
             linear = layer.get_submodule(name)
             count += width * linear.in_features + (width if linear.bias is not None else 0)
             touched += parameter_count(linear)
@@ -176,7 +253,7 @@ def sliced_parameter_count(model: nn.Module, width: int) -> int:
 def width_for_target(model: nn.Module, target_after: int) -> int:
     """The width whose parameter count comes closest to `target_after`. The count is quadratic in
     the width (the shortcuts), so three evaluations give it for every width."""
-    hidden = model.model.embed_tokens.embedding_dim
+    hidden = model.get_input_embeddings().embedding_dim
     c0, c1, c2 = (sliced_parameter_count(model, w) for w in (0, 1, 2))
     quad = (c2 - 2 * c1 + c0) // 2
     count = lambda w: c0 + (c1 - c0 - quad) * w + quad * w * w  # noqa: E731
@@ -188,7 +265,7 @@ def width_for_target(model: nn.Module, target_after: int) -> int:
 @torch.no_grad()
 def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, progress: bool = False) -> list[float]:
     """Steps 2-4 on a folded model; returns the energy fraction each basis keeps."""
-    hidden = model.model.embed_tokens.embedding_dim
+    hidden = model.get_input_embeddings().embedding_dim
     mask = batch["attention_mask"]
     trace = DenseTrace(model, batch)
     dtype = trace.inputs[0].dtype
@@ -196,28 +273,28 @@ def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, 
 
     basis, k = pca_basis(trace.inputs[0], mask, width, damping)
     kept.append(k)
-    embed = model.model.embed_tokens
+    embed = model.get_input_embeddings()
     embed.weight = nn.Parameter((embed.weight.double() @ basis).to(dtype))
     embed.embedding_dim = width
     stream = (trace.inputs[0].double() @ basis).to(dtype)
     layers = decoder_layers(model)
     for i, layer in enumerate(tqdm(list(layers), desc="SliceGPT layers", disable=not progress, leave=False)):
-        attn, mlp = layer.self_attn, layer.mlp
-        for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
-            read_through(linear, basis)
+        attn, mlp, io, m = layer.self_attn, layer.mlp, stream_projections(layer), residual_multiplier(layer)
+        for name in io["attention"]:
+            read_through(layer.get_submodule(name), basis)
         set_norm(layer.input_layernorm, width, hidden)
-        attn_out = attn(hidden_states=layer.input_layernorm(stream), **trace.kwargs[_attention_type(layer)])[0]
-        mid = stream.double() @ basis.T + attn_out.double()  # the stream after attention, original coordinates
+        attn_out = attn(hidden_states=layer.input_layernorm(stream), **trace.layer_kwargs[i])[0]
+        mid = stream.double() @ basis.T + m * attn_out.double()  # the stream after attention, original coordinates
         mid_basis, k = pca_basis(mid, mask, width, damping)
         kept.append(k)
         write_into(attn.o_proj, mid_basis)
         attn_shortcut = basis.T @ mid_basis
         stream = (mid @ mid_basis).to(dtype)
 
-        for linear in (mlp.gate_proj, mlp.up_proj):
-            read_through(linear, mid_basis)
+        for name in io["mlp"]:
+            read_through(layer.get_submodule(name), mid_basis)
         set_norm(layer.post_attention_layernorm, width, hidden)
-        out = stream.double() @ mid_basis.T + mlp(layer.post_attention_layernorm(stream)).double()
+        out = stream.double() @ mid_basis.T + m * mlp(layer.post_attention_layernorm(stream)).double()
         basis, k = pca_basis(out, mask, width, damping)
         kept.append(k)
         write_into(mlp.down_proj, basis)
@@ -226,9 +303,31 @@ def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, 
         sliced.mlp_shortcut.weight.copy_((mid_basis.T @ basis).T)
         layers[i] = sliced
         stream = (out @ basis).to(dtype)
-    read_through(model.lm_head, basis)
-    set_norm(model.model.norm, width, hidden)
+    read_through(model.get_output_embeddings(), basis)
+    set_norm(final_norm(model), width, hidden)
     return kept
+
+
+def kept_width(model: nn.Module, target_ratio: float | None, target_layers: int | None,
+               slicing: float | None) -> tuple[int, dict]:
+    """d', the width every basis keeps, and the target as recorded. Shapes alone decide it, so it is
+    the same before and after the norms are folded and the head untied."""
+    hidden = model.get_input_embeddings().embedding_dim
+    if slicing is not None and (target_ratio is not None or target_layers is not None):
+        raise LacoError("give either a target or a slicing fraction, not both")
+    if slicing is not None:
+        if not 0 <= slicing < 1:
+            raise LacoError(f"slicing must lie in [0, 1), got {slicing}")
+        return round((1 - slicing) * hidden), {"slicing": slicing}
+    budget, target = parameter_target(model, target_ratio, target_layers)
+    return width_for_target(model, parameter_count(model) - budget), target
+
+
+def min_calibration_tokens(loaded, *, target_ratio: float | None = None, target_layers: int | None = None,
+                           slicing: float | None = None, **_) -> int:
+    """d': each basis is the leading d' eigenvectors of a second-moment matrix summed over the calibration
+    tokens, whose rank is at most the token count; below d' tokens some kept directions are arbitrary."""
+    return kept_width(loaded.model, target_ratio, target_layers, slicing)[0]
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
@@ -236,24 +335,16 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
           seed: int = 0, progress: bool = True, **unknown):
     """Give a target (ratio or layer-equivalent) or `slicing`, the fraction of the hidden width to remove."""
     reject_unknown("slicegpt", unknown)
-    require_llama_like(loaded.arch, "slicegpt")
     model = loaded.model
-    hidden = model.model.embed_tokens.embedding_dim
-    if slicing is not None and (target_ratio is not None or target_layers is not None):
-        raise LacoError("give either a target or a slicing fraction, not both")
-    if slicing is not None and not 0 <= slicing < 1:
-        raise LacoError(f"slicing must lie in [0, 1), got {slicing}")
+    require_sliceable(loaded.arch, model)
+    hidden = model.get_input_embeddings().embedding_dim
     params_before = parameter_count(model)
-    if slicing is None:
-        budget, target = parameter_target(model, target_ratio, target_layers)
-    else:
-        target = {"slicing": slicing}
+    width, target = kept_width(model, target_ratio, target_layers, slicing)
     batch = calibration_batch(loaded, sentences)
-    tokens = int(batch["attention_mask"].sum())
+    tokens = require_tokens("slicegpt", batch, width, f"at least the {width} hidden directions it keeps")
 
     start = time.perf_counter()
     tied = untie_and_fold_norms(model)
-    width = round((1 - slicing) * hidden) if slicing is not None else width_for_target(model, params_before - budget)
     granule = sliced_parameter_count(model, width) - sliced_parameter_count(model, width - 1) if width > 1 else None
     kept = rotate_and_slice(model, batch, width, damping, progress)
     seconds = time.perf_counter() - start
@@ -264,10 +355,8 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
                 "pca": "float64, damped by damping * mean(diag); signals taken sequentially from the sliced model"},
         target=target, params_before=params_before, seed=seed, seconds=seconds,
         hidden_size=hidden, sliced_width=width, untied_embeddings=tied, energy_kept=kept,
-        calibration_tokens=tokens, calibration_warning=None if tokens > width else (
-            f"{tokens} calibration tokens for bases of {width} directions: the PCA has rank at most {tokens}, "
-            f"so the remaining kept directions are arbitrary (SliceGPT calibrates on many thousands of tokens)"),
-        granule_parameters=granule,
+        calibration_tokens=tokens, min_calibration_tokens=width, granule_parameters=granule,
+        residual_multiplier=residual_multiplier(decoder_layers(model)[0]),
         loader=LOADER, loadable=NOT_STOCK,
     )
 
@@ -277,23 +366,24 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
 def restructure(model: nn.Module, record: dict) -> None:
     """Give a freshly built model the sliced shapes and shortcut modules of the record."""
     width = record["sliced_width"]
-    embed = model.model.embed_tokens
-    model.model.embed_tokens = nn.Embedding(embed.num_embeddings, width, embed.padding_idx,
-                                            dtype=embed.weight.dtype, device=embed.weight.device)
+    embed = model.get_input_embeddings()
+    model.set_input_embeddings(nn.Embedding(embed.num_embeddings, width, embed.padding_idx,
+                                            dtype=embed.weight.dtype, device=embed.weight.device))
     layers = decoder_layers(model)
     for i, layer in enumerate(list(layers)):
-        for name in BLOCK_INPUTS:
+        for name in block_inputs(layer):
             linear = layer.get_submodule(name)
             set_linear(linear, linear.weight.new_zeros(linear.out_features, width))
-        for name in BLOCK_OUTPUTS:
+        for name in stream_projections(layer)["writes"]:
             linear = layer.get_submodule(name)
             bias = linear.bias.new_zeros(width) if linear.bias is not None else None
             set_linear(linear, linear.weight.new_zeros(width, linear.in_features), bias)
         for norm in (layer.input_layernorm, layer.post_attention_layernorm):
             set_norm(norm, width, record["hidden_size"])
         layers[i] = SlicedDecoderLayer(layer, width)
-    set_linear(model.lm_head, model.lm_head.weight.new_zeros(model.lm_head.out_features, width))
-    set_norm(model.model.norm, width, record["hidden_size"])
+    head = model.get_output_embeddings()
+    set_linear(head, head.weight.new_zeros(head.out_features, width))
+    set_norm(final_norm(model), width, record["hidden_size"])
 
 
 def load(folder, *, dtype: str = "float32", device: str = "cpu"):
