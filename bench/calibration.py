@@ -29,7 +29,24 @@ def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tu
         raise LacoError(f"calibration.wikitext_documents starts at document {first}, but this run's perplexity reads "
                         f"documents up to {unread - 1}: start at {unread} or later so calibration and evaluation "
                         "share no text")
-    return wikitext_calibration(first, last, data_dir)
+    texts, record = wikitext_calibration(first, last, data_dir)
+    if settings.get("sample") is None:
+        return texts, record
+    return sample_texts(texts, record, settings["sample"], settings.get("seed", 0))
+
+
+def sample_texts(texts: list[str], record: dict, n: int, seed: int) -> tuple[list[str], dict]:
+    """A seeded draw of n of the texts, kept in their document order (the paper's random calibration sets)."""
+    import random
+
+    from laco.calibration import text_record
+
+    if n > len(texts):
+        raise LacoError(f"calibration.sample = {n}, but the documents hold {len(texts)} paragraphs")
+    chosen = sorted(random.Random(seed).sample(range(len(texts)), n))
+    drawn = [texts[i] for i in chosen]
+    return drawn, text_record(drawn, f"{record['file']}, {n} drawn with seed {seed}", documents=record.get("documents"),
+                              paragraphs=chosen)
 
 
 def first_unread_document(profile: dict, data_dir: str) -> int:

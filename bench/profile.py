@@ -39,9 +39,12 @@ class CalibrationSettings(Strict):
 
     file: str | None = None  # one text per line, or JSONL with `field`
     field: str | None = None
-    # wikitext-2 test documents of the data dir by index, [first, last] inclusive: documents the
-    # run's perplexity and lm-eval wikitext never read (the runner checks that they are disjoint)
+    # wikitext-2 test documents of the data dir by index, [first, end) as in range(): documents the
+    # run's perplexity and lm-eval wikitext never read (the runner checks that they are disjoint);
+    # one calibration text per paragraph
     wikitext_documents: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    sample: int | None = Field(default=None, ge=1)  # a seeded random draw of this many of those paragraphs
+    seed: int = 0
 
 
 class PaperRowRef(Strict):

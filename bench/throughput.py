@@ -32,9 +32,7 @@ DEFAULT_ROUNDS = 5
 
 def settings(ctx, engine: str = "hf") -> dict:
     t = ctx.profile["throughput"]
-    out = {"engine": engine, **{k: t[k] for k in ("batch_size", "input_len", "output_len", "warmup")},
-           # new settings, read so that a profile without them keeps working
-           "rounds": t.get("rounds", max(DEFAULT_ROUNDS, t.get("repeats", 0))),
+    out = {"engine": engine, **{k: t[k] for k in ("batch_size", "input_len", "output_len", "warmup", "rounds", "resident")},
            "dtype": ctx.profile["model"]["dtype"], "device": model_device(ctx.dense_load_args()),
            "seed": ctx.profile["seed"]}
     if engine == "hf" and out["device"] == "cpu":
@@ -161,8 +159,31 @@ def measure_interleaved(subjects: list, settings: dict, resident: bool) -> dict:
     return {"outcomes": outcomes, "order": result["order"]}
 
 
+def measure_phase(subjects: list, settings: dict, ctx) -> dict[str, Outcome]:
+    """The runner's throughput phase: every model of the run in interleaved rounds, resident when the
+    memory allows (`resident = "auto"`) or as the profile says."""
+    if settings["resident"] == "auto":
+        bytes_per = 2 if settings["dtype"] in ("float16", "bfloat16") else 4
+        policy = resident_policy([parameter_count(s) * bytes_per / MB for s in subjects], free_memory_mb(settings["device"]))
+    else:
+        policy = {"resident": bool(settings["resident"]), "reason": "as the profile says"}
+    result = measure_interleaved(subjects, settings, policy["resident"])
+    for outcome in result["outcomes"].values():
+        outcome.values.update(resident_reason=policy["reason"], order=result["order"])
+    return result["outcomes"]
+
+
+def parameter_count(subject) -> int:
+    """Parameters of a model from its record; the dense count from any pruned model's `before`."""
+    params = (subject.record or {}).get("parameters") or {}
+    if "after" in params:
+        return params["after"]
+    model, _ = subject.model_and_tokenizer()
+    return sum(p.numel() for p in model.parameters())
+
+
 def measure(subject, settings: dict, ctx) -> Outcome:
-    """One model alone (the runner's per-model path): its rounds, not interleaved with others."""
+    """One model alone: its rounds, not interleaved with others (the runner uses `measure_phase`)."""
     return measure_interleaved([subject], settings, resident=True)["outcomes"][subject.key]
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from laco import LacoError
+from laco.faults import kill_point
 from laco.architectures import Architecture, check_layer
 from laco.merge import MERGE_MODES
 from laco.surgery import decoder, decoder_layers, final_norm, set_layers
@@ -121,8 +122,8 @@ class CollapseResult:
     layer_sources: list[list[int]]  # output layer j holds what came from these original layers
     n_layers_before: int
     n_layers_after: int
-    search_seconds: float
-    threshold_search: dict | None = None
+    search_seconds: float  # the pruning step at the chosen T (dense trace + search), what the paper times
+    threshold_search: dict | None = None  # target mode: the bisection on T, timed apart (its "seconds")
     sliced_config_keys: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -249,6 +250,7 @@ def _search(engine, cfg: CollapseConfig, n_layers: int, memo: dict | None, progr
     pointer = cfg.H - cfg.C
     bar = tqdm(total=pointer - cfg.L + 1, desc=f"LaCo {cfg.merge} T={cfg.T:.3f}", disable=not progress, leave=False)
     while pointer >= cfg.L:
+        kill_point("collapse:step")
         k = min(cfg.C - 1, len(sources) - pointer - 1)
         key = (tuple(map(tuple, sources)), pointer)
         if memo is not None and key in memo:
@@ -291,10 +293,14 @@ def collapse(
     cfg = config.resolved(n_before)
     start = time.perf_counter()
     trace = DenseTrace(model, batch)
+    trace_seconds = time.perf_counter() - start
     threshold_search = None
     if target_layers is not None:
+        began = time.perf_counter()
         threshold_search = find_threshold(trace, layers, arch, cfg, target_layers, progress=progress)
+        threshold_search["seconds"] = time.perf_counter() - began
         cfg = replace(cfg, T=threshold_search["T"])
+    start = time.perf_counter() - trace_seconds  # the bisection is not part of the pruning step
     if engine == "cached":
         runner = _CachedEngine(trace, layers, arch, cfg.merge)
     elif engine == "naive":

@@ -74,8 +74,10 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf") or os.path.exists(spec)
 
 
-def resolve(spec: str) -> ModelSource:
-    """Turn a model spec into a source, checking local files exist (no network access)."""
+def resolve(spec: str, revision: str | None = None) -> ModelSource:
+    """Turn a model spec into a source, checking local files exist. A hub model's identity is its
+    commit: `revision` (a commit, branch or tag) resolved to the commit of the cached or remote
+    snapshot (`hub_commit`)."""
     if spec in EMBEDDED:
         entry = EMBEDDED[spec]
         found = importlib.util.find_spec(entry.package)
@@ -96,7 +98,30 @@ def resolve(spec: str) -> ModelSource:
                 raise LacoError(f"model folder has no config.json: {path}")
             return ModelSource(spec, "folder", path.name, str(path.resolve()), folder_weights_sha256(path))
         raise LacoError(f"model not found: {spec} (not a model folder, a .gguf file, or one of: {', '.join(EMBEDDED)})")
-    return ModelSource(spec, "hub", spec)
+    return ModelSource(spec, "hub", spec, revision=hub_commit(spec, revision))
+
+
+def hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit a hub revision points at: from the local cache's snapshot folder when the config is
+    cached, else asked of the hub. None when neither answers (offline and not cached): the load then
+    fails with its own message."""
+    import re
+
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if isinstance(cached, str):
+        match = re.search(r"/snapshots/([0-9a-f]{40})/", cached)
+        if match:
+            return match.group(1)
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return None
+    try:
+        return HfApi().model_info(repo, revision=revision).sha
+    except Exception:  # unreachable hub: the load reports it
+        return None
 
 
 def load_model(
@@ -106,6 +131,7 @@ def load_model(
     device: str = "cpu",
     trust_remote_code: bool = False,
     device_map: str | dict | None = None,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer in eval mode, after checking on the meta device that its
     layers fit the rules of `laco.architectures`.
@@ -117,12 +143,11 @@ def load_model(
 
     if dtype not in DTYPES:
         raise LacoError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    source = resolve(spec)
-    folder = source.path
-    if source.kind in ("embedded", "gguf"):
-        folder = str(gguf_cache_folder(Path(source.path), source.sha256))
+    source = resolve(spec, revision)
+    folder = model_folder(source)
+    hub = {"revision": source.revision or revision} if source.kind == "hub" else {}
     try:
-        config = AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
     except OSError as exc:
         raise LacoError(f"model not found or not reachable: {spec} ({str(exc).splitlines()[0]})") from None
     except ValueError as exc:
@@ -131,18 +156,34 @@ def load_model(
         raise LacoError(f"cannot read the config of {spec}: {str(exc).splitlines()[0]}") from None
     inspect_config(config, trust_remote_code=trust_remote_code)  # an unsupported layout fails before loading
     model = AutoModelForCausalLM.from_pretrained(
-        folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map
+        folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map, **hub
     )
     if device_map is None:
         model.to(device)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     arch = architecture_of(model)
-    if source.kind == "hub":
+    if source.kind == "hub" and source.revision is None:
         source = ModelSource(spec, "hub", spec, revision=getattr(config, "_commit_hash", None))
     return LoadedModel(model, tokenizer, source, arch)
+
+
+def model_folder(source: ModelSource) -> str | None:
+    """The local folder a source loads from (a GGUF's converted copy), None for a hub model."""
+    if source.kind in ("embedded", "gguf"):
+        return str(gguf_cache_folder(Path(source.path), source.sha256))
+    return source.path
+
+
+def load_tokenizer(spec: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of a model spec alone (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    source = resolve(spec, revision)
+    hub = {"revision": source.revision or revision} if source.kind == "hub" else {}
+    return AutoTokenizer.from_pretrained(model_folder(source) or spec, trust_remote_code=trust_remote_code, **hub)
 
 
 def gguf_cache_folder(gguf_path: Path, sha256: str) -> Path:

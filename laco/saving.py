@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from laco import LacoError
+from laco.faults import kill_point
 
 PROVENANCE_FILE = "laco.json"
 
@@ -31,11 +32,13 @@ def check_output(out_dir: str | Path, force: bool) -> Path:
 def save_pruned(model, tokenizer, out_dir: str | Path, provenance: dict, *, force: bool = False) -> Path:
     out = check_output(out_dir, force)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
+        kill_point("save:written")
         if out.exists():  # --force: move the old folder aside, put the new one in, then delete
             old = out.parent / f".{out.name}.old-{tmp.name}"
             out.rename(old)
@@ -47,6 +50,14 @@ def save_pruned(model, tokenizer, out_dir: str | Path, provenance: dict, *, forc
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def clean_leftovers(out: Path) -> list[Path]:
+    """Temporary folders of an earlier save of `out` that was killed before its rename: removed."""
+    leftovers = [p for p in out.parent.glob(f".{out.name}.tmp-*")] + [p for p in out.parent.glob(f".{out.name}.old-*")]
+    for p in leftovers:
+        shutil.rmtree(p, ignore_errors=True)
+    return leftovers
 
 
 def read_provenance(folder: str | Path) -> dict:

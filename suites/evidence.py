@@ -306,7 +306,15 @@ def paired_rounds(run: Run, a: str, b: str, engine: str, rate: str) -> tuple[lis
 
 
 def flops(run: Run, key: str) -> dict:
-    return run.need(key, "flops").values
+    """A model's parameters and FLOPs of the throughput workload (bench.flops), the figures the
+    compute-bound ideal is made of: {parameters, decode_flops_per_token, prefill_flops, workload_flops}."""
+    v = run.need(key, "flops").values
+    decode = v.get("decode") or {}
+    return {"parameters": (v.get("parameters") or {}).get("total"),
+            "non_embedding": (v.get("parameters") or {}).get("non_embedding"),
+            "decode_flops_per_token": decode.get("flops_per_token_mean"),
+            "prefill_flops": (v.get("prefill") or {}).get("flops"), "workload_flops": v.get("workload_flops"),
+            "workload": v.get("workload")}
 
 
 # --- pruning time: repeated timings of the pruning step ----------------------------------------------

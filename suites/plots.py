@@ -63,3 +63,42 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, format="png", metadata=_METADATA)
     plt.close(fig)
     return path
+
+
+def ratio_curve_plot(curves: dict[str, list[dict]], paper: dict[str, list[tuple[float, float]]], path: Path) -> Path:
+    """Retention against the pruning ratio, the shape of the paper's Table 7 / Fig. 4: per method the
+    chance-normalised average retention with its 95% interval (left) and the perplexity relative to
+    dense with its interval (right, log scale). The paper's Table 7 points are drawn as hollow marks:
+    another model, another harness, and not chance-normalised."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (series, points) in enumerate(sorted(curves.items())):
+        color = colors[i % len(colors)]
+        points = sorted(points, key=lambda p: p["ratio"])
+        x = [100 * p["ratio"] for p in points]
+        for ax, key in ((left, "retention"), (right, "ppl")):
+            shown = [(xi, p[key]) for xi, p in zip(x, points) if p.get(key)]
+            if not shown:
+                continue
+            xs = [xi for xi, _ in shown]
+            ys = [iv.estimate * (100 if key == "retention" else 1) for _, iv in shown]
+            lo = [max(0.0, (iv.estimate - iv.low)) * (100 if key == "retention" else 1) for _, iv in shown]
+            hi = [(iv.high - iv.estimate) * (100 if key == "retention" else 1) for _, iv in shown]
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker="o", capsize=3, linewidth=1, label=series)
+    for j, (model, points) in enumerate(sorted(paper.items())):
+        left.plot([100 * r for r, _ in points], [100 * v for _, v in points], linestyle=":", marker=["s", "^"][j % 2],
+                  markerfacecolor="none", color="black", label=f"paper {model} (OpenCompass Avg./Dense Avg.)")
+    left.axhline(80, color="grey", linestyle="--", linewidth=0.8)
+    left.axhline(0, color="black", linewidth=0.6)
+    left.set_xlabel("parameters removed (%)")
+    left.set_ylabel("retention above chance (%)")
+    left.set_title("(avg − chance) / (dense avg − chance), 95% paired interval", fontsize=9)
+    right.set_yscale("log")
+    right.axhline(1, color="black", linewidth=0.6)
+    right.set_xlabel("parameters removed (%)")
+    right.set_ylabel("perplexity / dense perplexity")
+    right.set_title("wikitext-2 windows, 95% paired interval", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="best")
+    return _save(fig, path)

@@ -266,12 +266,8 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         per, above = "-", "-"
         if dense and key != DENSE:
             try:
-                paired = ev.paired_items(run, [key, DENSE], tasks)
-                per = st.bootstrap_tasks(paired, lambda m, k=key: np.mean(
-                    [st.safe_ratio(m[t][k], m[t][DENSE]) for t in sorted(m)], axis=0), s.resamples, s.seed).fmt(".1f", 100)
-                above = st.bootstrap_tasks(paired, lambda m, k=key: st.safe_ratio(
-                    st.task_average(m, k) - st.task_average(m, "chance"),
-                    st.task_average(m, DENSE) - st.task_average(m, "chance")), s.resamples, s.seed).fmt(".1f", 100)
+                intervals = retention_intervals(run, key, s, tasks)
+                per, above = intervals["per"].fmt(".1f", 100), intervals["above_chance"].fmt(".1f", 100)
             except NotMeasured as exc:
                 per = above = f"({exc})"
             retention[key] = {t: items[t].score / dense[t].score for t in tasks if t in items and t in dense
@@ -302,6 +298,27 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
     return "\n".join(lines), retention
 
 
+def retention_intervals(run: Run, key: str, s, tasks: list[str] | None = None) -> dict[str, st.Interval]:
+    """A model's retention of the dense score, paired over items: the paper's Per. (mean over tasks of
+    pruned / dense) and above chance ((avg - chance) / (dense avg - chance))."""
+    paired = ev.paired_items(run, [key, DENSE], tasks)
+
+    def per(m):
+        return np.mean([st.safe_ratio(m[t][key], m[t][DENSE]) for t in sorted(m)], axis=0)
+
+    def above(m):
+        chance = st.task_average(m, "chance")
+        return st.safe_ratio(st.task_average(m, key) - chance, st.task_average(m, DENSE) - chance)
+
+    return {"per": st.bootstrap_tasks(paired, per, s.resamples, s.seed),
+            "above_chance": st.bootstrap_tasks(paired, above, s.resamples, s.seed), "tasks": len(paired)}
+
+
+def ppl_ratio(run: Run, key: str, other: str, s) -> st.Interval:
+    a, b, tokens = ev.paired_windows(run, key, other)
+    return st.perplexity_ratio(a, b, tokens, s.resamples, s.seed)
+
+
 def perplexity_section(run: Run, claims: Claims) -> str:
     s = claims.statistics
     rows, protocol = [], ""
@@ -316,14 +333,166 @@ def perplexity_section(run: Run, claims: Claims) -> str:
         vs = "-"
         if key != DENSE:
             try:
-                a, b, tokens = ev.paired_windows(run, key, DENSE)
-                vs = "×" + st.perplexity_ratio(a, b, tokens, s.resamples, s.seed).fmt(".3g")
+                vs = "×" + ppl_ratio(run, key, DENSE, s).fmt(".3g")
             except NotMeasured as exc:
                 vs = str(exc)
         rows.append([key, _ratio(run, key), _num(w.get("ppl"), "{:.2f}"), vs, _num(lm.get("word_perplexity"), "{:.2f}"), ""])
     return "\n".join(["## Perplexity", "", f"Lower is better. Protocol: {protocol or 'not measured'}; the ratio to dense "
                       "pairs the windows (95% bootstrap interval over windows).", "",
                       table(rows, ["model", "pruned", "PPL (windows)", "vs dense [95%]", "lm-eval wikitext word PPL", "note"])])
+
+
+ABLATION_TABLES = (10, 11, 12, 13, 15, 16, 17, 18)
+
+
+def series_of(run: Run) -> dict[str, str]:
+    """The curve each pruned model belongs to: its method, or its label where one ratio point holds two
+    models of the same method (e.g. LLM-Pruner and its uniform variant)."""
+    out = {}
+    for key, m in run.models.items():
+        if key == DENSE:
+            continue
+        twins = [k for k, o in run.models.items() if k != key and o.method == m.method and o.point == m.point]
+        out[key] = m.method if not twins else key
+    return out
+
+
+def ratio_section(run: Run, claims: Claims) -> tuple[str, dict, dict]:
+    """Table 7 of the paper, for this run: every method at every ratio point, with paired intervals,
+    and the curves the plot draws. Empty when the run has a single ratio point."""
+    s = claims.statistics
+    points = {m.point for k, m in run.models.items() if k != DENSE and m.point and not _is_ablation(run, k)}
+    if len(points) < 2:
+        return "", {}, {}
+    series, rows, curves = series_of(run), [], {}
+    ordered = sorted((k for k in series if not _is_ablation(run, k)),
+                     key=lambda k: (run.models[k].pruning_ratio or 0, series[k]))
+    for key in ordered:
+        model = run.models[key]
+        entry = {"ratio": model.pruning_ratio or 0.0}
+        cells = [model.point, series[key], key, _ratio(run, key)]
+        try:
+            r = retention_intervals(run, key, s)
+            entry["retention"] = r["above_chance"]
+            avg = float(np.mean([t.score for t in ev.task_items(run, key).values()]))
+            cells += [_num(100 * avg), r["per"].fmt(".1f", 100), r["above_chance"].fmt(".1f", 100)]
+        except NotMeasured:
+            cells += ["-", "-", "-"]
+        try:
+            entry["ppl"] = ppl_ratio(run, key, DENSE, s)
+            cells.append("×" + entry["ppl"].fmt(".3g"))
+        except NotMeasured:
+            cells.append("-")
+        rows.append(cells)
+        curves.setdefault(series[key], []).append(entry)
+    paper_points, paper_rows = {}, []
+    for model in ("Llama2-7B", "Llama2-13B"):
+        printed = claims.paper.rows(7, model)
+        dense = next((r for r in printed if r.ratio == 0), None)
+        if dense is None:
+            continue
+        for r in printed:
+            if r.ratio:
+                retained = r.values["Avg."] / dense.values["Avg."]
+                paper_points.setdefault(model, []).append((r.ratio, retained))
+                paper_rows.append([model, f"{r.ratio:.1%}", r.layers, f"{r.values['Avg.']:.2f}", f"{retained:.1%}",
+                                   r.note])
+    text = "\n".join([
+        "## Retention against the pruning ratio",
+        "",
+        "The shape of the paper's Table 7: each method at each ratio point of this run. Per.: mean over benchmarks of "
+        "pruned / dense; above chance: (avg − chance) / (dense avg − chance); PPL: perplexity / dense perplexity on the "
+        "same windows. Every figure with its 95% paired-bootstrap interval.",
+        "",
+        table(rows, ["ratio point", "method", "model", "pruned", "Avg.", "Per. % [95%]", "above chance % [95%]",
+                     "PPL vs dense [95%]"]),
+        "",
+        "The paper's Table 7 (LaCo on Llama2-7B and 13B, OpenCompass, Avg. over its 14 benchmarks; another model and "
+        "another harness, not chance-normalised):",
+        "",
+        table(paper_rows, ["paper model", "pruned", "layers", "Avg.", "Avg. / dense Avg.", "note"]),
+        "",
+        f"![retention and perplexity against the pruning ratio]({run.id}/ratio.png)",
+    ])
+    return text, curves, paper_points
+
+
+def _is_ablation(run: Run, key: str) -> bool:
+    ref = _paper_ref(run, key)
+    return bool(ref) and ref.get("table") in ABLATION_TABLES
+
+
+def _paper_ref(run: Run, key: str) -> dict | None:
+    for m in run.profile.get("methods") or []:
+        if m.get("label") == key:
+            return m.get("paper")
+    return None
+
+
+def ablation_section(run: Run, claims: Claims) -> str:
+    """Appendix B of the paper, for this run: one table per ablation, our rows beside the paper's, each
+    against the run's reference LaCo model (the row standing for the paper's Table 1 result)."""
+    s = claims.statistics
+    by_table: dict[int, list[str]] = {}
+    for key in run.models:
+        ref = _paper_ref(run, key)
+        if ref and ref.get("table") in ABLATION_TABLES:
+            by_table.setdefault(ref["table"], []).append(key)
+    if not by_table:
+        return ""
+    reference = next((k for k in run.models if (_paper_ref(run, k) or {}).get("setting") == "Table 1"), None)
+    lines = ["## Ablations (the paper's Appendix B)", "",
+             "Each ablation changes one setting of LaCo. Ours: accuracy on this run's benchmarks and perplexity, the "
+             "difference to the reference model with its 95% paired interval (the same items, the same windows); "
+             f"reference: **{reference or 'none'}**. Paper: Llama2-7B at 27%, OpenCompass scores (BoolQ, PIQA, HeSw), "
+             "another model and another harness."]
+    for number in sorted(by_table):
+        table_def = claims.paper.table(number)
+        rows = []
+        for key in by_table[number]:
+            ref = _paper_ref(run, key)
+            cells = [ref.get("setting") or ref.get("method"), key, _ratio(run, key)]
+            cells += _against_reference(run, key, reference, s)
+            prow = next(iter(claims.paper.rows(number, "Llama2-7B", ref.get("method") or None,
+                                                ref.get("setting") if ref.get("setting") not in ("", "Table 1") else None)),
+                        None)
+            cells += [" / ".join(f"{prow.values[c]:g}" for c in ("BoolQ", "PIQA", "HeSw") if c in prow.values) if prow
+                      else "-", f"{prow.ratio:.1%}" if prow and prow.ratio else "-"]
+            rows.append(cells)
+        lines += ["", f"### Table {number}: {table_def.title if table_def else ''}", "",
+                  table(rows, ["setting", "model", "pruned", "Avg.", "Avg. − reference [95%]", "PPL",
+                               "PPL vs reference [95%]", "paper BoolQ / PIQA / HeSw", "paper ratio"])]
+        if table_def and table_def.note:
+            lines += ["", f"Paper note: {table_def.note}"]
+    return "\n".join(lines)
+
+
+def _against_reference(run: Run, key: str, reference: str | None, s) -> list[str]:
+    cells = []
+    try:
+        items = ev.task_items(run, key)
+        cells.append(_num(100 * float(np.mean([t.score for t in items.values()]))))
+    except NotMeasured:
+        cells.append("-")
+    if reference and key != reference:
+        try:
+            paired = ev.paired_items(run, [key, reference])
+            cells.append(st.bootstrap_tasks(paired, lambda m: st.task_average(m, key) - st.task_average(m, reference),
+                                            s.resamples, s.seed).fmt("+.1f", 100) + " pt")
+        except NotMeasured as exc:
+            cells.append(str(exc))
+    else:
+        cells.append("reference" if key == reference else "-")
+    w = run.ok(key, "perplexity")
+    cells.append(_num(w and (w.values.get("windows") or {}).get("ppl"), "{:.2f}"))
+    if reference and key != reference:
+        try:
+            cells.append("×" + ppl_ratio(run, key, reference, s).fmt(".3g"))
+        except NotMeasured as exc:
+            cells.append(str(exc))
+    else:
+        cells.append("-")
+    return cells
 
 
 def pruning_time_section(run: Run) -> str:
@@ -501,17 +670,19 @@ def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> t
     judge = Judge(run, claims)
     verdicts = judge.all() if verdicts is None else verdicts
     accuracy, retention = accuracy_section(run, claims)
+    ratios, curves, paper_points = ratio_section(run, claims)
     trace, traces = trace_section(run)
     parts = [header(run, verdicts), conditions_section(run, judge, claims), verdict_section(verdicts, claims),
              checks_section(run, claims), models_section(run), dense_reproduction_section(run, claims), accuracy,
-             perplexity_section(run, claims), pruning_time_section(run), efficiency_section(run, claims),
-             time_section(run), code_section(run), trace, missing_section(run)]
-    return "\n\n".join(p for p in parts if p) + "\n", {"retention": retention, "traces": traces}
+             ratios, ablation_section(run, claims), perplexity_section(run, claims), pruning_time_section(run),
+             efficiency_section(run, claims), time_section(run), code_section(run), trace, missing_section(run)]
+    plots = {"retention": retention, "traces": traces, "curves": curves, "paper_points": paper_points}
+    return "\n\n".join(p for p in parts if p) + "\n", plots
 
 
 def write_report(run: Run, claims: Claims, out_dir: str | Path = "reports") -> Path:
     """reports/<run-id>.md and reports/<run-id>/*.png, each put in place by a rename."""
-    from suites.plots import retention_plot, similarity_plot
+    from suites.plots import ratio_curve_plot, retention_plot, similarity_plot
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -524,6 +695,8 @@ def write_report(run: Run, claims: Claims, out_dir: str | Path = "reports") -> P
             retention_plot(plots["retention"], images / "retention.png")
         if plots["traces"]:
             similarity_plot(plots["traces"], images / "similarity.png")
+        if plots["curves"]:
+            ratio_curve_plot(plots["curves"], plots["paper_points"], images / "ratio.png")
         (tmp / f"{run.id}.md").write_text(text, encoding="utf-8")
         final_images = out_dir / run.id
         if final_images.exists():

@@ -89,6 +89,17 @@ def throughput_values(key: str, decode: float, engine: str, phase: str, rounds: 
             "batch_size": 4, "input_len": 64, "output_len": 32, "resident": True, "per_round": rates, **summary}
 
 
+def flops_values(decode_flops_per_token: float, parameters: int) -> dict:
+    """bench.flops' result shape for a workload of 4 prompts of 64 tokens and 32 new tokens."""
+    workload = {"batch_size": 4, "input_len": 64, "output_len": 32, "prefill_logits": "last position"}
+    prefill = decode_flops_per_token * 4 * 64
+    return {"counter": "fixture", "workload": workload,
+            "parameters": {"total": parameters, "non_embedding": parameters - 28_311_552},
+            "prefill": {"flops": prefill, "flops_per_token": decode_flops_per_token},
+            "decode": {"steps": 31, "flops_per_token_mean": decode_flops_per_token},
+            "workload_flops": prefill + 31 * 4 * decode_flops_per_token}
+
+
 def laco_record(n_before: int, steps: list[tuple], T: float, seconds: float) -> dict:
     """A LaCo provenance record with a search trace: steps are (pointer, k, similarity, accepted)."""
     n, trace = n_before, []
@@ -153,8 +164,7 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
             "perplexity": "ppl" in spec and perplexity_values(evidence_key, spec["ppl"]),
             "memory": "param_mb" in spec and {"param_mb": spec["param_mb"], "buffer_mb": 0.1,
                                               "peak_mb": spec.get("peak_mb"), "peak_kind": "subprocess_peak_rss"},
-            "flops": decode_flops and {"parameters": spec.get("params", DENSE_PARAMS),
-                                       "decode_flops_per_token": decode_flops, "workload_flops": decode_flops * 4 * 96},
+            "flops": decode_flops and flops_values(decode_flops, spec.get("params", DENSE_PARAMS)),
             "throughput_hf": "hf" in spec and throughput_values(evidence_key, spec["hf"], "hf", phase),
             "pruning_time": "prune_s" in spec and {"seconds": spec["prune_s"],
                                                    "repeats": [spec["prune_s"] * f for f in (1.0, 1.03, 0.98)]},

@@ -258,20 +258,65 @@ def test_matched_target_and_pruned_model_reuse(tmp_path, monkeypatch):
     profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods})
     ctx = runner.RunContext(profile, RunStore(tmp_path / "run"), None, progress=False)
 
-    first = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp", ["a b c"])
-    second = runner.pruned_subject(profile["methods"][1], ctx, "dense-fp", ["a b c"])
+    first = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    second = runner.pruned_subject(profile["methods"][1], ctx, "dense-fp")
     ratio = first.record["parameters"]["pruning_ratio"]
     assert calls == [{"target_ratio": None, "keep": 2}, {"target_ratio": ratio, "keep": 3}]
     assert second.folder == str(tmp_path / "run" / "weights" / "second")
 
-    again = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp", ["a b c"])
+    again = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
     assert len(calls) == 2 and again.fingerprint == first.fingerprint  # reloaded, not pruned again
     model, _ = again.model_and_tokenizer()
     assert model.config.num_hidden_layers == 2
 
+    from bench import store as store_module
+
+    code = store_module.code_key()
+    monkeypatch.setattr(store_module, "code_key", lambda: {**code, "source_digest": "a-fix-in-the-pruner"})
+    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    assert len(calls) == 3  # other code: pruned again, not reused
+
     profile["methods"][0]["params"]["keep"] = 1  # a changed parameter prunes again
-    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp", ["a b c"])
+    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
     assert calls[-1] == {"target_ratio": None, "keep": 1}
+
+
+def test_a_failed_reprune_leaves_no_record_for_later_steps(tmp_path, monkeypatch):
+    """A method pruned once, then pruned again by a broken pruner: its old record, weights and results
+    are gone, and a method matching its ratio fails instead of reading the old record."""
+    folder = save_folder(tmp_path / "dense")
+    state = {"broken": False}
+
+    def pruner(loaded: LoadedModel, sentences, *, target_ratio=None, keep=2, seed=0):
+        from laco.surgery import delete_layers, parameter_count
+
+        if state["broken"]:
+            raise RuntimeError("pruner bug")
+        before = parameter_count(loaded.model)
+        delete_layers(loaded.model, list(range(keep, loaded.model.config.num_hidden_layers)))
+        after = parameter_count(loaded.model)
+        return PruneOutcome(loaded.model, {"method": "fake", "fingerprint": f"f-{keep}", "prune_seconds": 0.1,
+                                           "loader": "transformers", "parameters": {
+                                               "before": before, "after": after, "pruning_ratio": 1 - after / before}})
+
+    monkeypatch.setitem(PRUNERS, "fake", f"{__name__}:_fake2")
+    monkeypatch.setattr(sys.modules[__name__], "_fake2", pruner, raising=False)
+    methods = [{"name": "fake", "label": "first"}, {"name": "fake", "label": "second", "target": "match:first"}]
+    profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["memory"]})
+    store = RunStore(tmp_path / "run")
+    ctx = runner.RunContext(profile, store, None, progress=False)
+    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    (store.root / "results" / "first").mkdir(parents=True)
+    (store.root / "results" / "first" / "memory.json").write_text("{}")
+    assert store.read_model("first") is not None
+    state["broken"] = True
+    profile["methods"][0]["params"]["keep"] = 1  # a new setting, and the pruner now fails
+    with pytest.raises(RuntimeError, match="pruner bug"):
+        runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    assert store.read_model("first") is None and not store.weights_dir("first").exists()
+    assert not (store.root / "results" / "first").exists()
+    with pytest.raises(RuntimeError, match="matches 'first', which has no pruned model"):
+        runner.pruned_subject(profile["methods"][1], ctx, "dense-fp")
 
 
 def test_a_broken_pruner_fails_alone(tmp_path, monkeypatch):

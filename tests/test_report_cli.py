@@ -193,9 +193,16 @@ def test_report_and_gate_work_from_an_installed_package_outside_the_checkout(tmp
     """A non-editable install (the wheel's files, no checkout beside them) finds its claims, paper
     figures and tolerances as package data."""
     pytest.importorskip("setuptools")
+    import shutil
+
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    for part in ("laco", "bench", "suites"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
     site = tmp_path / "site"
     build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--target", str(site), str(ROOT)], capture_output=True, text=True, timeout=600)
+                            "--target", str(site), str(source)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     run = run_of(tmp_path, "installed", good_models())
     elsewhere = tmp_path / "elsewhere"
