@@ -23,8 +23,14 @@ def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tu
         raise LacoError("calibration: give either a file or wikitext_documents, not both")
     if data_dir is None:
         raise LacoError("calibration.wikitext_documents needs --data-dir (the documents are read from it)")
-    first, last = documents
     unread = first_unread_document(profile, data_dir)
+    if documents == "unread":
+        from laco.calibration import wikitext_documents
+
+        documents = [unread, len(wikitext_documents(data_dir))]
+    if len(documents) != 2 or documents[0] >= documents[1]:
+        raise LacoError(f"calibration.wikitext_documents must be [first, end) with first < end, got {documents}")
+    first, last = documents
     if first < unread:
         raise LacoError(f"calibration.wikitext_documents starts at document {first}, but this run's perplexity reads "
                         f"documents up to {unread - 1}: start at {unread} or later so calibration and evaluation "

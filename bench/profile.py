@@ -39,10 +39,10 @@ class CalibrationSettings(Strict):
 
     file: str | None = None  # one text per line, or JSONL with `field`
     field: str | None = None
-    # wikitext-2 test documents of the data dir by index, [first, end) as in range(): documents the
-    # run's perplexity and lm-eval wikitext never read (the runner checks that they are disjoint);
-    # one calibration text per paragraph
-    wikitext_documents: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    # wikitext-2 test documents of the data dir by index, [first, end) as in range(), or "unread": every
+    # document after the last one the run's perplexity and lm-eval wikitext read. They must be
+    # disjoint from what the run evaluates (the runner checks); one calibration text per paragraph
+    wikitext_documents: Union[list[int], Literal["unread"], None] = None
     sample: int | None = Field(default=None, ge=1)  # a seeded random draw of this many of those paragraphs
     seed: int = 0
 
@@ -117,6 +117,9 @@ class VllmSettings(Strict):
     cpu_kvcache_gib: float = Field(default=1, gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE
     enforce_eager: bool = False  # True skips torch.compile (start-up minutes on CPU)
     timeout_s: float = Field(default=1800, gt=0)
+    # labels timed on vLLM ("dense" included), None: every model. Each model of the phase keeps an engine
+    # alive for the whole phase, which costs memory (on CPU about 1.5 GB each)
+    models: list[str] | None = None
 
 
 class Acceptance(Strict):

@@ -80,6 +80,9 @@ PAPER_SETTINGS: dict[str, tuple[CollapseConfig, int]] = {
     "llama2-7b": (CollapseConfig(C=4, L=1, H=32, I=2, T=0.65), 32),
     "llama2-13b": (CollapseConfig(C=6, L=1, H=40, I=2, T=0.75), 40),
     "baichuan2-7b": (CollapseConfig(C=4, L=1, H=32, I=2, T=0.70), 32),
+    # row 4 is labelled "Llama2-13B" a second time in the source text; read as Baichuan2-13B (H=40 is its
+    # depth; rows 1-3 follow Table 1's order)
+    "baichuan2-13b": (CollapseConfig(C=6, L=1, H=40, I=2, T=0.70), 40),
 }
 
 

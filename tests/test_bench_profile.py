@@ -19,7 +19,7 @@ def test_every_shipped_profile_resolves():
         assert profile["methods"][0]["name"] == "laco" and profile["methods"][0]["params"]["merge"] == "reference"
 
 
-@pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b"])
+@pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b"])
 def test_gpu_profiles_use_the_paper_table_8_setting(name):
     config, _ = PAPER_SETTINGS[name]
     methods = {m["label"]: m for m in load_profile(name)[1]["methods"]}
