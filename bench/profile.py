@@ -51,7 +51,7 @@ DEFAULTS: dict = {
         "tensor_parallel_size": 1,
         "max_model_len": None,
         "gpu_memory_utilization": 0.9,  # on CPU: the fraction of CPU memory vLLM may reserve
-        "cpu_kvcache_gib": 1,  # CPU only: VLLM_CPU_KVCACHE_SPACE, the KV cache size in GiB
+        "cpu_kvcache_gib": 1,  # CPU only: the KV cache size in GiB (vLLM's kv_cache_memory_bytes; 0.25 is fine too)
         "enforce_eager": False,  # True skips torch.compile (start-up minutes on CPU)
         "timeout_s": 1800,
     },

@@ -27,8 +27,9 @@ basis it must fill, and the remaining directions are arbitrary; the record says 
 far below SliceGPT's own calibration (WikiText-2 training sequences of 2048 tokens in its paper).
 
 The blocks work in a width d' < config.hidden_size and carry shortcut matrices the Llama/Qwen
-architectures do not have, so neither stock transformers nor vLLM can load the output; `load`
-rebuilds the structure from the record.
+architectures do not have, so stock transformers cannot load the output: `load` rebuilds the
+structure from the record, and vLLM serves it through the out-of-tree architecture of
+bench/vllm_models.py (Llama models).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from laco import LacoError
 from laco.baselines.common import (
     calibration_batch,
     load_restructured,
+    loadable_out_of_tree,
     outcome,
     parameter_target,
     reject_unknown,
@@ -53,12 +55,11 @@ from laco.collapse import DenseTrace, _attention_type
 from laco.surgery import decoder_layers, parameter_count
 
 LOADER = "laco.baselines.slicegpt:load"
-NOT_STOCK = {
-    "transformers": False,
-    "vllm": False,
-    "reason": "blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
-              "d' x d' shortcut rotation, which the stock Llama/Qwen architectures lack",
-}
+NOT_STOCK_REASON = ("blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
+                    "d' x d' shortcut rotation, which the stock Llama/Qwen architectures lack")
+# the out-of-tree vLLM model of bench/vllm_models.py: Llama in the sliced width, with the shortcuts
+VLLM_ARCHITECTURE = "LacoSliceGPTForCausalLM"
+
 BLOCK_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
 BLOCK_OUTPUTS = ("self_attn.o_proj", "mlp.down_proj")
 
@@ -268,7 +269,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
             f"{tokens} calibration tokens for bases of {width} directions: the PCA has rank at most {tokens}, "
             f"so the remaining kept directions are arbitrary (SliceGPT calibrates on many thousands of tokens)"),
         granule_parameters=granule,
-        loader=LOADER, loadable=NOT_STOCK,
+        loader=LOADER, loadable=loadable_out_of_tree(loaded.arch, NOT_STOCK_REASON, VLLM_ARCHITECTURE),
     )
 
 
