@@ -35,7 +35,10 @@ pytestmark = [
 
 NEW_TOKENS = 32
 TIE = 1e-3  # a logit gap below this is a near-tie float32 rounding can flip
-LOGPROB_ATOL = 1e-3  # float32 on both sides; the largest difference seen on these models was ~4e-5
+# float32 on both sides. Largest differences seen: 3e-5 (dense, LLM-Pruner with MLP width 896), 6e-4
+# (SliceGPT, stream width 333) and 7e-4 (uniform LLM-Pruner, MLP width 1058, served by vLLM's stock
+# Llama), probably because widths that are no multiple of 16 take other CPU matmul kernels.
+LOGPROB_ATOL = 2e-3
 PROMPTS = [
     "The capital of France is",
     "In the morning, the farmer walked to the barn and",
