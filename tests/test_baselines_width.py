@@ -70,6 +70,10 @@ def test_llm_pruner_meets_ratio_within_one_channel_per_pruned_layer(model_type, 
             torch.testing.assert_close(layer.state_dict(), originals[i], rtol=0, atol=0)
     assert drop["mlp_channels"] > 0
     assert record["loader"] == llm_pruner.LOADER and record["loadable"]["transformers"] is False
+    # vLLM: the out-of-tree model of bench/vllm_models.py, built on vLLM's Llama
+    assert record["loadable"]["vllm"] is (model_type == "llama")
+    assert llm_pruner.VLLM_ARCHITECTURE in record["loadable"]["reason"]
+    assert "deviation" not in record and record["config"]["uniform"] is False
     assert generates_alike_with_and_without_cache(out.model, loaded.tokenizer)
 
     before = logits(out.model, loaded.tokenizer)
@@ -112,6 +116,24 @@ def test_llm_pruner_uniform_widths_give_a_standard_config(tmp_path):
     torch.testing.assert_close(logits(stock, loaded.tokenizer), before)
 
 
+def test_llm_pruner_uniform_prunes_every_layer_alike_and_records_the_deviation(tmp_path):
+    loaded = tiny_loaded("llama", n_layers=8)
+    total = parameter_count(loaded.model)
+    out = get_pruner("llm-pruner")(loaded, SENTENCES, target_ratio=0.25, uniform=True, progress=False)
+    record = out.record
+    assert record["config"]["layer_range"] == [0, 8] and record["config"]["uniform"] is True
+    assert "4..30" in record["deviation"]  # the paper's layer range it departs from
+    assert all(w == record["layer_widths"][0] for w in record["layer_widths"])
+    assert record["layer_widths"][0]["intermediate_size"] < 128
+    assert abs(total - parameter_count(out.model) - 0.25 * total) <= record["granule_parameters"] == 8 * 3 * 64
+    assert record["loader"] == "transformers" and record["loadable"] == {"transformers": True, "vllm": True,
+                                                                         "reason": "standard config and tensor shapes"}
+    before = logits(out.model, loaded.tokenizer)
+    save_pruned(out.model, loaded.tokenizer, tmp_path / "out", record)
+    stock = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    torch.testing.assert_close(logits(stock, loaded.tokenizer), before)
+
+
 def test_llm_pruner_input_errors():
     with pytest.raises(LacoError, match="needs a target"):
         get_pruner("llm-pruner")(tiny_loaded("llama", n_layers=6), SENTENCES)
@@ -119,6 +141,8 @@ def test_llm_pruner_input_errors():
         get_pruner("llm-pruner")(tiny_loaded("llama", n_layers=6), SENTENCES, target_ratio=0.9)
     with pytest.raises(LacoError, match="does not fit"):
         get_pruner("llm-pruner")(tiny_loaded("llama", n_layers=6), SENTENCES, target_ratio=0.1, layer_end=9)
+    with pytest.raises(LacoError, match="uniform prunes every layer"):
+        get_pruner("llm-pruner")(tiny_loaded("llama", n_layers=6), SENTENCES, target_ratio=0.1, uniform=True, layer_start=1)
 
 
 
@@ -178,7 +202,9 @@ def test_slicegpt_meets_ratio_within_one_dimension_and_reloads(variant, tmp_path
         assert layer.self_attn.o_proj.out_features == layer.mlp.down_proj.out_features == width
         assert layer.attn_shortcut.weight.shape == layer.mlp_shortcut.weight.shape == (width, width)
         assert layer.self_attn.q_proj.out_features == 64  # heads untouched
-    assert record["loader"] == slicegpt.LOADER and record["loadable"] == slicegpt.NOT_STOCK
+    assert record["loader"] == slicegpt.LOADER and record["loadable"]["transformers"] is False
+    assert record["loadable"]["vllm"] is (variant != "qwen2")  # bench/vllm_models.py builds on vLLM's Llama
+    assert slicegpt.VLLM_ARCHITECTURE in record["loadable"]["reason"]
     assert record["calibration_tokens"] == int(tokenize(loaded.tokenizer, SENTENCES)["attention_mask"].sum())
     assert generates_alike_with_and_without_cache(model, loaded.tokenizer)
 

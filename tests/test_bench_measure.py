@@ -183,9 +183,10 @@ def test_vllm_failure_gives_the_error_line(tmp_path):
 
 
 def test_vllm_worker_path_holds_this_project_alone(tmp_path):
-    """The main environment's site-packages (torch, transformers) must not reach the vLLM one."""
+    """The main environment's site-packages (torch, transformers) must not reach the vLLM one; beside
+    the project's packages only the metadata of its vLLM plugin (tests/test_bench_vllm_engine.py)."""
     path = vllm_engine.project_only_path(tmp_path)
-    assert sorted(p.name for p in path.iterdir()) == ["bench", "laco"]
+    assert sorted(p.name for p in path.iterdir()) == ["bench", "laco", "laco_bench_vllm_models-0.dist-info"]
     assert (path / "bench" / "vllm_worker.py").is_file() and (path / "laco" / "surgery.py").is_file()
 
 

@@ -1,4 +1,5 @@
-"""The vLLM engine on SmolLM2, in the vLLM environment (`tox -e vllm`, or LACO_VLLM_PYTHON set).
+"""The vLLM engine on SmolLM2, in the vLLM environment (`tox -e vllm`, or LACO_VLLM_PYTHON set):
+one-shot throughput, a persistent session, lm-eval's vllm backend.
 
 Skipped where no such environment exists: the main environment never has vllm."""
 
@@ -49,6 +50,47 @@ def test_vllm_throughput_on_the_dense_model(ctx):
     values = outcome.values
     assert values["engine"] == "vllm" and len(values["seconds"]) == settings["repeats"]
     assert values["output_tokens_per_s"]["median"] > 0 and values["load_seconds"] > 0
+
+
+def process_group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+WORKLOAD = {"batch_size": 2, "input_len": 16, "output_len": 4, "seed": 0, "device": "cpu"}
+
+
+def test_vllm_session_times_batches_until_closed(ctx, tmp_path):
+    session = vllm_engine.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 600)
+    assert session.pid is None and "vllm" in session.label
+    session.start()
+    pgid = session.pid
+    try:
+        batches = [session.time_batch() for _ in range(2)]  # the engine stays up between requests
+    finally:
+        session.close()
+    for batch in batches:
+        assert batch["input_tokens"] == 2 * 16 and batch["output_tokens"] == 2 * 4
+        assert batch["prefill_s"] > 0 and batch["total_s"] > 0
+    assert session.load_seconds > 0 and "LACO_VLLM " in (tmp_path / "session.log").read_text()
+    assert session.pid is None and process_group_gone(pgid)
+    session.close()  # again: safe
+    with pytest.raises(vllm_engine.EngineUnavailable, match="not started"):
+        session.time_batch()
+
+
+def test_vllm_session_start_times_out_and_stops_the_engine(ctx, tmp_path, monkeypatch):
+    started = []
+    start_worker = vllm_engine.start_worker
+    monkeypatch.setattr(vllm_engine, "start_worker", lambda *a, **k: started.append(start_worker(*a, **k)) or started[-1])
+    session = vllm_engine.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 3)
+    with pytest.raises(vllm_engine.EngineUnavailable, match="start timed out after 3 s"):
+        session.start()  # an engine takes far longer than 3 s to load
+    assert session.pid is None and len(started) == 1
+    assert started[0].returncode is not None and process_group_gone(started[0].pid)
 
 
 def lm_eval_in(python: str) -> bool:

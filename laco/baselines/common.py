@@ -245,6 +245,16 @@ def outcome(
     return PruneOutcome(loaded.model, finish_record(record, prune_seconds=seconds, loader=loader, loadable=loadable))
 
 
+def loadable_out_of_tree(arch: Architecture, reason: str, vllm_architecture: str) -> dict:
+    """`loadable` of an output stock transformers cannot load: the project's loader reloads it, and
+    vLLM serves it through `vllm_architecture`, an out-of-tree model of bench/vllm_models.py built
+    on vLLM's Llama (so for Llama-architecture models only)."""
+    vllm = arch.model_type == "llama"
+    served = (f"; vLLM serves it through the registered architecture {vllm_architecture}" if vllm else
+              f"; vLLM's out-of-tree {vllm_architecture} is built on Llama, not {arch.model_type}")
+    return {"transformers": False, "vllm": vllm, "reason": reason + served}
+
+
 def load_restructured(folder, *, dtype: str, device: str, restructure: Callable[[nn.Module, dict], None]):
     """Reload an output whose tensors do not fit its config: build the model from the config, let
     `restructure(model, record)` give its modules the saved shapes, then load the weights strictly

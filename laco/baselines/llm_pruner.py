@@ -23,8 +23,11 @@ it, and the stock package's LLM example breaks on attention modules that no long
 layers the coupled slices are a few `index_select`s (`common.keep_attention_groups`).
 
 The output keeps its first and last layers at full width, so its layers differ in width and a
-transformers config (one width for all layers) cannot describe it: it reloads through `load`.
-When the range covers every layer the widths are uniform and the config is updated instead.
+transformers config (one width for all layers) cannot describe it: it reloads through `load`, and
+vLLM serves it through the out-of-tree architecture of bench/vllm_models.py. When the range covers
+every layer the widths are uniform and the config is updated instead; `uniform=True` asks for that
+(every layer pruned alike, a deviation from the paper the record states), so stock transformers and
+vLLM load the output.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from laco.baselines.common import (
     keep_attention_groups,
     keep_mlp_channels,
     load_restructured,
+    loadable_out_of_tree,
     outcome,
     parameter_target,
     reject_unknown,
@@ -50,12 +54,12 @@ from laco.pruners import STOCK_LOADABLE
 from laco.surgery import decoder_layers, parameter_count
 
 LOADER = "laco.baselines.llm_pruner:load"
-NOT_STOCK = {
-    "transformers": False,
-    "vllm": False,
-    "reason": "layers differ in width (layers outside the pruned range keep full width); a config holds one "
-              "num_attention_heads / num_key_value_heads / intermediate_size for all layers",
-}
+NOT_STOCK_REASON = ("layers differ in width (layers outside the pruned range keep full width); a config holds one "
+                    "num_attention_heads / num_key_value_heads / intermediate_size for all layers")
+# the out-of-tree vLLM model of bench/vllm_models.py, which reads the widths per layer
+VLLM_ARCHITECTURE = "LacoLlmPrunerForCausalLM"
+UNIFORM_DEVIATION = ("uniform: every layer pruned to the same width, so a stock config describes the output; "
+                     "LLM-Pruner prunes only layers 4..30 of Llama-7B's 32 and keeps the others at full width")
 
 
 def default_range(n_layers: int) -> tuple[int, int]:
@@ -135,16 +139,19 @@ def widths(model: nn.Module) -> list[dict]:
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
-          layer_start: int | None = None, layer_end: int | None = None, calibration_file: str | None = None,
-          seed: int = 0, progress: bool = True, **unknown):
-    """`layer_start`..`layer_end` (end exclusive) overrides the scaled default range."""
+          layer_start: int | None = None, layer_end: int | None = None, uniform: bool = False,
+          calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
+    """`layer_start`..`layer_end` (end exclusive) overrides the scaled default range; `uniform`
+    prunes every layer alike (a stock-shaped output, recorded as a deviation from the paper)."""
     reject_unknown("llm-pruner", unknown)
     require_llama_like(loaded.arch, "llm-pruner")
+    if uniform and (layer_start is not None or layer_end is not None):
+        raise LacoError("uniform prunes every layer: give no layer_start / layer_end with it")
     torch.manual_seed(seed)
     model = loaded.model
     layers = decoder_layers(model)
     n = len(layers)
-    start_default, end_default = default_range(n)
+    start_default, end_default = (0, n) if uniform else default_range(n)
     start, end = layer_start if layer_start is not None else start_default, layer_end if layer_end is not None else end_default
     if not 0 <= start < end <= n:
         raise LacoError(f"layer range {start}..{end} does not fit {n} layers")
@@ -161,8 +168,8 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     seconds = time.perf_counter() - began
 
     layer_widths = widths(model)
-    uniform = all(w == layer_widths[0] for w in layer_widths)
-    if uniform:  # every layer pruned alike: a standard config describes it
+    same_widths = all(w == layer_widths[0] for w in layer_widths)
+    if same_widths:  # every layer pruned alike: a standard config describes it
         cfg, w = model.config, layer_widths[0]
         cfg.head_dim = AttentionLayout.of(layers[0].self_attn).head_dim
         cfg.num_attention_heads, cfg.num_key_value_heads = w["attention_heads"], w["kv_heads"]
@@ -171,15 +178,16 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
         loaded, "llm-pruner", sentences, calibration_file=calibration_file,
         config={"importance": "taylor param_first: sum of |w * grad| over a unit, LM loss on the calibration set",
                 "units": "attention: whole KV groups with their query heads; MLP: intermediate channels",
-                "layer_range": [start, end], "recovery_tuning": False},
+                "layer_range": [start, end], "uniform": uniform, "recovery_tuning": False},
         target=target, params_before=params_before, seed=seed, seconds=seconds,
         layer_range_rule="LLM-Pruner prunes range(4, 30) of Llama-7B's 32 layers; scaled: "
                          "round(4n/32)..round(30n/32), the first and last layer kept",
         removed_per_layer={"kv_groups": drop_groups, "mlp_channels": drop_channels},
         granule_parameters=(end - start) * unit_sizes(layers[0])[3],
         layer_widths=layer_widths,
-        loader="transformers" if uniform else LOADER,
-        loadable=STOCK_LOADABLE if uniform else NOT_STOCK,
+        **({"deviation": UNIFORM_DEVIATION} if uniform else {}),
+        loader="transformers" if same_widths else LOADER,
+        loadable=STOCK_LOADABLE if same_widths else loadable_out_of_tree(loaded.arch, NOT_STOCK_REASON, VLLM_ARCHITECTURE),
     )
 
 

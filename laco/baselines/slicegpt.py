@@ -38,8 +38,9 @@ normalise block outputs before the residual sum, which a rotation of the stream 
 through, and are refused (`require_sliceable`).
 
 The blocks work in a width d' < config.hidden_size and carry shortcut matrices the stock
-architectures do not have, so neither stock transformers nor vLLM can load the output; `load`
-rebuilds the structure from the record.
+architectures do not have, so stock transformers cannot load the output: `load` rebuilds the
+structure from the record, and vLLM serves Llama-family outputs through the out-of-tree
+architecture of bench/vllm_models.py.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from laco.architectures import ROLES, Architecture
 from laco.baselines.common import (
     calibration_batch,
     load_restructured,
+    loadable_out_of_tree,
     outcome,
     parameter_target,
     reject_unknown,
@@ -66,12 +68,10 @@ from laco.collapse import DenseTrace
 from laco.surgery import decoder_layers, final_norm, parameter_count
 
 LOADER = "laco.baselines.slicegpt:load"
-NOT_STOCK = {
-    "transformers": False,
-    "vllm": False,
-    "reason": "blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
-              "d' x d' shortcut rotation, which the stock Llama/Qwen architectures lack",
-}
+NOT_STOCK_REASON = ("blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
+                    "d' x d' shortcut rotation, which the stock Llama/Qwen architectures lack")
+# the out-of-tree vLLM model of bench/vllm_models.py: Llama in the sliced width, with the shortcuts
+VLLM_ARCHITECTURE = "LacoSliceGPTForCausalLM"
 PRE_NORMS = ("input_layernorm", "post_attention_layernorm")  # before attention, before the MLP
 READS, WRITES = {"q", "k", "v", "gate", "up"}, {"o", "down"}
 
@@ -357,7 +357,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
         hidden_size=hidden, sliced_width=width, untied_embeddings=tied, energy_kept=kept,
         calibration_tokens=tokens, min_calibration_tokens=width, granule_parameters=granule,
         residual_multiplier=residual_multiplier(decoder_layers(model)[0]),
-        loader=LOADER, loadable=NOT_STOCK,
+        loader=LOADER, loadable=loadable_out_of_tree(loaded.arch, NOT_STOCK_REASON, VLLM_ARCHITECTURE),
     )
 
 
