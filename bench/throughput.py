@@ -16,7 +16,6 @@ pytest-benchmark times test functions, not a CLI measurement.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -44,23 +43,6 @@ def settings(ctx, engine: str = "hf") -> dict:
 def random_prompts(vocab_size: int, batch_size: int, input_len: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, (batch_size, input_len), generator=gen)
-
-
-def summarise(seconds: list[float], s: dict) -> dict:
-    """The result values from the timed runs' wall times (whole generate calls, prefill included)."""
-    def spread(tokens: int) -> dict:
-        rates = [tokens / t for t in seconds]
-        return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
-
-    b = s["batch_size"]
-    return {
-        "engine": s["engine"], "batch_size": b, "input_len": s["input_len"], "output_len": s["output_len"],
-        "repeats": s["repeats"], "warmup": s["warmup"],
-        "input_tokens_per_s": spread(b * s["input_len"]),
-        "output_tokens_per_s": spread(b * s["output_len"]),
-        "total_tokens_per_s": spread(b * (s["input_len"] + s["output_len"])),
-        "seconds": seconds,
-    }
 
 
 class _FirstTokenClock:

@@ -146,21 +146,52 @@ def model_job(task: str, v: dict, record: dict, folder: str, **fields) -> dict:
     return {"task": task, "model": folder, "vllm": v, "hf_overrides": hf_overrides(record, folder), **fields}
 
 
-def measure(subject, settings: dict, ctx) -> Outcome:
-    v = settings["vllm"]
+def measure_phase(subjects: list, settings: dict, ctx) -> dict[str, Outcome]:
+    """The runner's vLLM phase: an engine per model kept alive in its worker, timed batches alternating
+    between them in interleaved rounds (bench.rounds), one at a time. Only the profile's
+    `vllm.models` take part (each engine holds its weights and KV cache for the whole phase)."""
+    from bench.rounds import run_rounds
+
+    chosen = ctx.profile["vllm"].get("models")
+    outcomes: dict[str, Outcome] = {}
+    sessions: list[VllmSession] = []
+    workload = {k: settings[k] for k in ("batch_size", "input_len", "output_len", "seed", "device")} | {"warmup": 0}
     try:
-        job = model_job("throughput", v, subject.record, subject.folder,
-                        **{k: settings[k] for k in ("batch_size", "input_len", "output_len", "warmup", "repeats", "seed",
-                                                    "device")})
-    except EngineUnavailable as exc:
-        return Outcome.not_available(str(exc))
-    result = run_worker(v, job, ctx.store.root / "logs" / f"{subject.key}-throughput_vllm.log",
-                        ctx.profile["vllm"]["timeout_s"])
-    if isinstance(result, str):
-        return Outcome.not_available(f"vLLM could not run this model: {result}")
-    values = throughput.summarise(result["seconds"], settings)
-    values.update(vllm_version=v["version"], load_seconds=result["load_seconds"])
-    return Outcome("ok", None, values)
+        for subject in subjects:
+            if chosen is not None and subject.key not in chosen:
+                outcomes[subject.key] = Outcome.not_available("not timed on vLLM: not among this profile's vllm.models")
+                continue
+            session = VllmSession(settings["vllm"], subject.folder or "", subject.record, workload,
+                                  ctx.store.root / "logs" / f"{subject.key}-throughput_vllm.log",
+                                  ctx.profile["vllm"]["timeout_s"])
+            session.label, session.batch_size = subject.key, settings["batch_size"]
+            try:
+                session.start()
+            except EngineUnavailable as exc:
+                outcomes[subject.key] = Outcome.not_available(str(exc))
+                continue
+            sessions.append(session)
+        if sessions:
+            result = run_rounds(sessions, settings["rounds"], settings["warmup"])
+            common = {"engine": "vllm", "vllm_version": settings["vllm"]["version"], "prefix_caching": False,
+                      **{k: settings[k] for k in ("batch_size", "input_len", "output_len", "rounds", "warmup")},
+                      "resident": True, "interleaved_with": [s.label for s in sessions],
+                      "convention": result["convention"], "order": result["order"]}
+            for session in sessions:
+                outcomes[session.label] = Outcome("ok", None, {**common, **result["per_label"][session.label],
+                                                               "load_seconds": session.load_seconds})
+    finally:
+        for session in sessions:
+            session.close()
+    return outcomes
+
+
+def measure(subject, settings: dict, ctx) -> Outcome:
+    """One model alone: its own rounds (the runner uses `measure_phase` for all models together)."""
+    reason = unavailable(settings["vllm"], subject.record, subject.folder)
+    if reason:
+        return Outcome.not_available(reason)
+    return measure_phase([subject], settings, ctx)[subject.key]
 
 
 def run_accuracy(subject, tasks: dict, common: dict, settings: dict, ctx) -> dict | Outcome:

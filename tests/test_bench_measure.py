@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import memory, runner, throughput, vllm_engine
+from bench import memory, runner, vllm_engine
 from bench.lm_eval_run import request_cache_name
 from bench.perplexity import window_perplexity
 from bench.profile import resolve_profile
@@ -94,13 +94,6 @@ def test_run_json_keeps_the_first_start_on_resume(tmp_path):
 
 
 # -- the measurements ----------------------------------------------------------------------------
-def test_throughput_summary_from_wall_times():
-    s = {"engine": "hf", "batch_size": 2, "input_len": 10, "output_len": 5, "warmup": 1, "repeats": 3}
-    values = throughput.summarise([1.0, 2.0, 4.0], s)
-    assert values["output_tokens_per_s"] == {"median": 5.0, "min": 2.5, "max": 10.0}
-    assert values["input_tokens_per_s"]["median"] == 10.0 and values["total_tokens_per_s"]["max"] == 30.0
-
-
 def test_window_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     class Uniform(torch.nn.Module):
         def __init__(self):
@@ -179,7 +172,6 @@ def test_vllm_failure_gives_the_error_line(tmp_path):
     reason = vllm_engine.run_worker({"python": sys.executable}, {"task": "throughput", "model": "nowhere",
                                                                  "device": "gpu"}, tmp_path / "w.log", 120)
     assert "ModuleNotFoundError" in reason and "vllm" in reason and (tmp_path / "w.log").is_file()
-
 
 
 def test_vllm_worker_path_holds_this_project_alone(tmp_path):

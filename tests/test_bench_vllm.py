@@ -48,8 +48,20 @@ def test_vllm_throughput_on_the_dense_model(ctx):
     outcome = vllm_engine.measure(dense(ctx), settings, ctx)
     assert outcome.status == "ok", outcome.reason
     values = outcome.values
-    assert values["engine"] == "vllm" and len(values["seconds"]) == settings["repeats"]
-    assert values["output_tokens_per_s"]["median"] > 0 and values["load_seconds"] > 0
+    assert values["engine"] == "vllm" and len(values["per_round"]["decode_tokens_per_s"]) == settings["rounds"]
+    assert values["decode_tokens_per_s"]["median"] > 0 and values["prefill_tokens_per_s"]["median"] > 0
+    assert values["load_seconds"] > 0
+
+
+def test_vllm_phase_alternates_the_models_of_a_run(ctx):
+    """Two engines alive at once, their timed batches alternating round by round."""
+    settings = {**vllm_engine.settings(ctx), "rounds": 2, "warmup": 0}
+    a, b = dense(ctx), dense(ctx)
+    b.key = "again"
+    outcomes = vllm_engine.measure_phase([a, b], settings, ctx)
+    assert {k: o.status for k, o in outcomes.items()} == {"dense": "ok", "again": "ok"}
+    order = [(c["round"], c["label"]) for c in outcomes["dense"].values["order"] if c["phase"] == "timed"]
+    assert order == [(0, "dense"), (0, "again"), (1, "dense"), (1, "again")]
 
 
 def process_group_gone(pgid: int) -> bool:
