@@ -230,7 +230,8 @@ def start_worker(v: dict, job: dict, path: Path, **popen) -> subprocess.Popen:
     folder) becomes its PYTHONPATH. It runs in a session of its own, so on a timeout the whole
     process group (vLLM's engine processes) can be stopped. The caller's working folder is kept,
     so relative model and run paths mean what they say."""
-    env = {**os.environ, "PYTHONPATH": str(project_only_path(path)), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "PYTHONPATH": str(project_only_path(path)), "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
     return subprocess.Popen([v["python"], "-m", "bench.vllm_worker", json.dumps(job)], stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, **popen)
 

@@ -448,14 +448,18 @@ def ablation_section(run: Run, claims: Claims) -> str:
              "another model and another harness."]
     for number in sorted(by_table):
         table_def = claims.paper.table(number)
+        members = [k for k in by_table[number] if k != reference]
         rows = []
-        for key in by_table[number]:
-            ref = _paper_ref(run, key)
-            cells = [ref.get("setting") or ref.get("method"), key, _ratio(run, key)]
-            cells += _against_reference(run, key, reference, s)
-            prow = next(iter(claims.paper.rows(number, "Llama2-7B", ref.get("method") or None,
-                                                ref.get("setting") if ref.get("setting") not in ("", "Table 1") else None)),
-                        None)
+        for key in ([reference] if reference else []) + members:
+            ref = _paper_ref(run, key) or {}
+            is_reference = key == reference
+            setting = "reference (the paper's Table 1 row)" if is_reference else ref.get("setting") or ref.get("method")
+            cells = [setting, key, _ratio(run, key)] + _against_reference(run, key, reference, s)
+            if is_reference:
+                prow = next(iter(claims.paper.rows(number, "Llama2-7B", "laco")), None)
+            else:
+                prow = next(iter(claims.paper.rows(number, "Llama2-7B", ref.get("method") or None,
+                                                    ref.get("setting") or None)), None)
             cells += [" / ".join(f"{prow.values[c]:g}" for c in ("BoolQ", "PIQA", "HeSw") if c in prow.values) if prow
                       else "-", f"{prow.ratio:.1%}" if prow and prow.ratio else "-"]
             rows.append(cells)

@@ -143,7 +143,8 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
     "same_as" (copy another model's evidence: identical weights), "omit": [measurements],
     "stale": [measurements written for an older fingerprint]}}."""
     path.mkdir(parents=True, exist_ok=True)
-    methods = [{"label": k, "name": spec.get("method", k)} for k, spec in models.items() if k != "dense"]
+    methods = [{"label": k, "name": spec.get("method", k), "paper": spec.get("paper")} for k, spec in models.items()
+               if k != "dense"]
     run = {"profile": {"name": profile, "model": {"spec": "smollm2-135m", "dtype": "float32", "device": "cpu"},
                        "methods": methods, "acceptance": acceptance or []},
            "profile_name": profile, "started": "2025-01-01T00:00:00+00:00",

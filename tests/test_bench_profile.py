@@ -8,7 +8,8 @@ from bench.profile import load_profile, profile_names, resolve_profile
 from laco import LacoError
 from laco.collapse import PAPER_SETTINGS
 
-SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
+SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "laco-ratio-sweep", "laco-ablations", "llama2-7b", "llama2-13b",
+           "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
 
 
 def test_every_shipped_profile_resolves():
@@ -17,6 +18,24 @@ def test_every_shipped_profile_resolves():
         resolved_name, profile = load_profile(name)
         assert resolved_name == name and profile["model"]["spec"]
         assert profile["methods"][0]["name"] == "laco" and profile["methods"][0]["params"]["merge"] == "reference"
+
+
+def test_the_cpu_default_runs_laco_at_the_papers_setting_and_ratio_with_baselines_matched_at_27():
+    methods = {m["label"]: m for m in load_profile("smollm2-135m")[1]["methods"]}
+    assert methods["laco-table8"]["params"] == {"merge": "reference", "C": 4, "L": 1, "I": 2, "T": 0.65}
+    assert methods["laco-27"]["target"] == 0.27 and "T" not in methods["laco-27"]["params"]
+    baselines = [m for k, m in methods.items() if not k.startswith("laco")]
+    assert {m["name"] for m in baselines} == {"shortgpt", "drop", "rule-merge", "come", "llm-pruner", "slicegpt"}
+    assert all(m["target"] == "match:laco-27" and m["point"] == "27%" for m in baselines)
+
+
+def test_the_ratio_sweep_has_every_method_at_each_of_table_7s_points():
+    methods = load_profile("laco-ratio-sweep")[1]["methods"]
+    points = {}
+    for m in methods:
+        points.setdefault(m["point"], set()).add(m["name"])
+    assert set(points) == {"12%", "27%", "45%"}
+    assert all(names == {"laco", "shortgpt", "drop", "rule-merge", "come", "llm-pruner", "slicegpt"} for names in points.values())
 
 
 @pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b"])

@@ -102,3 +102,22 @@ def test_report_of_a_paper_model_shows_its_own_dense_row(tmp_path):
 
 def test_report_of_a_bad_run_is_a_clear_error(tmp_path):
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_ablation_tables_stand_beside_the_papers_appendix_b(tmp_path):
+    """Each ablation model in its paper table, against the reference with a paired interval, and the
+    paper's BoolQ / PIQA / HeSw of the same row beside it."""
+    models = {k: v for k, v in good_models().items() if k in ("dense", "laco", "drop")}
+    models["laco"]["paper"] = {"table": 10, "setting": "Table 1"}
+    models["drop"]["paper"] = {"table": 15, "method": "drop"}
+    models["laco-c2"] = dict(models["laco"], paper={"table": 10, "setting": "C=2"},
+                             accuracy={t: s - 0.02 for t, s in models["laco"]["accuracy"].items()})
+    text, _ = render(load_run(write_run(tmp_path / "r", models)), load_claims())
+    section = text.split("## Ablations (the paper's Appendix B)")[1].split("\n## ")[0]
+    table10 = section.split("### Table 10")[1].split("###")[0]
+    assert re.search(r"\| reference \(the paper's Table 1 row\) +\| laco +\|.*\| 64.07 / 69.8 / 55.69 ", table10)
+    c2 = next(line for line in table10.splitlines() if "| laco-c2" in line)
+    assert "-2.0 [" in c2 and "63.12 / 68.93 / 54.98" in c2  # 2 points below the reference on every task
+    table15 = section.split("### Table 15")[1]
+    assert re.search(r"\| drop +\| drop +\|.*52.57 / 68.17 / 48.61", table15)
+    assert "## Retention against the pruning ratio" not in text  # ablation models are no ratio sweep
