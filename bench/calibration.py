@@ -36,23 +36,39 @@ def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tu
                         f"documents up to {unread - 1}: start at {unread} or later so calibration and evaluation "
                         "share no text")
     texts, record = wikitext_calibration(first, last, data_dir)
+    unit = settings.get("unit", "paragraph")
+    if unit == "sentence":
+        texts = [sentence for paragraph in texts for sentence in split_sentences(paragraph)]
     if settings.get("sample") is None:
-        return texts, record
-    return sample_texts(texts, record, settings["sample"], settings.get("seed", 0))
+        return texts, record if unit == "paragraph" else _record(texts, record, unit, None, None)
+    return sample_texts(texts, record, settings["sample"], settings.get("seed", 0), unit)
 
 
-def sample_texts(texts: list[str], record: dict, n: int, seed: int) -> tuple[list[str], dict]:
+def split_sentences(paragraph: str) -> list[str]:
+    """Sentences of a wikitext paragraph: split after . ! ? before a space and a capital letter (the
+    corpus's own " @.@ " number marks stay inside sentences); fragments under 4 words are dropped."""
+    import re
+
+    parts = re.split(r"(?<=[.!?]) (?=[A-Z\"])", paragraph)
+    return [p.strip() for p in parts if len(p.split()) >= 4]
+
+
+def sample_texts(texts: list[str], record: dict, n: int, seed: int, unit: str = "paragraph") -> tuple[list[str], dict]:
     """A seeded draw of n of the texts, kept in their document order (the paper's random calibration sets)."""
     import random
 
+    if n > len(texts):
+        raise LacoError(f"calibration.sample = {n}, but the documents hold {len(texts)} {unit}s")
+    chosen = sorted(random.Random(seed).sample(range(len(texts)), n))
+    return [texts[i] for i in chosen], _record([texts[i] for i in chosen], record, unit, n, seed, chosen)
+
+
+def _record(texts: list[str], record: dict, unit: str, n: int | None, seed: int | None, chosen=None) -> dict:
     from laco.calibration import text_record
 
-    if n > len(texts):
-        raise LacoError(f"calibration.sample = {n}, but the documents hold {len(texts)} paragraphs")
-    chosen = sorted(random.Random(seed).sample(range(len(texts)), n))
-    drawn = [texts[i] for i in chosen]
-    return drawn, text_record(drawn, f"{record['file']}, {n} drawn with seed {seed}", documents=record.get("documents"),
-                              paragraphs=chosen)
+    drawn = f", {n} {unit}s drawn with seed {seed}" if n is not None else f", every {unit}"
+    return text_record(texts, f"{record['file']}{drawn}", documents=record.get("documents"), unit=unit,
+                       **({"drawn": chosen} if chosen is not None else {}))
 
 
 def first_unread_document(profile: dict, data_dir: str) -> int:

@@ -8,7 +8,6 @@ runs of the profile are kept, older ones removed (never the baseline). The exit 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,9 +33,9 @@ def nightly_runs(runs_dir: Path, profile: str) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    from laco.cli import main as laco
+    from laco.cli import ArgumentParser, main as laco
 
-    p = argparse.ArgumentParser(prog="laco nightly", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="laco nightly", description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="smollm2-135m")
     p.add_argument("--runs-dir", default="runs", help="where the dated nightly runs live (default: runs)")
     p.add_argument("--reports", default="reports", help="where the report and reports/compare-nightly.md go")

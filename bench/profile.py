@@ -43,7 +43,8 @@ class CalibrationSettings(Strict):
     # document after the last one the run's perplexity and lm-eval wikitext read. They must be
     # disjoint from what the run evaluates (the runner checks); one calibration text per paragraph
     wikitext_documents: Union[list[int], Literal["unread"], None] = None
-    sample: int | None = Field(default=None, ge=1)  # a seeded random draw of this many of those paragraphs
+    sample: int | None = Field(default=None, ge=1)  # a seeded random draw of this many texts of those documents
+    unit: Literal["paragraph", "sentence"] = "paragraph"  # what one text is (LaCo's paper calibrates on sentences)
     seed: int = 0
 
 

@@ -297,7 +297,7 @@ def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
     save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     weights = folder_weights_sha256(folder)
     identity = fingerprint({"pruned": record["fingerprint"], "weights": weights})
-    prune_call = {"name": name, "kwargs": {k: v for k, v in kwargs.items() if k != "progress"}, "sentences": sentences}
+    prune_call = {"name": name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences}
     store.write_model({"key": label, "method": name, "fingerprint": identity, "record": record, "saved": str(folder),
                        "weights_sha256": weights, "point": method.get("point"), "prune_settings": prune_settings,
                        "prune_settings_hash": digest, "prune_call": prune_call, "code": code_key()})
@@ -305,6 +305,17 @@ def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
                       prune_call=prune_call)
     subject.adopt(outcome.model, loaded.tokenizer)
     return subject
+
+
+def retiming_kwargs(kwargs: dict, record: dict) -> dict:
+    """The arguments that prune the same model again for the pruning-time phase. A LaCo-style search in
+    target mode is given the threshold its bisection chose: the final search at that T is what its
+    pruning time measures (the paper times a fixed T), and it decides as the run's search did."""
+    out = {k: v for k, v in kwargs.items() if k != "progress"}
+    if record.get("threshold_search") and "T" in (record.get("config") or {}):
+        out = {k: v for k, v in out.items() if k not in ("target_ratio", "target_layers")}
+        out["T"] = record["config"]["T"]
+    return out
 
 
 def resolve_target(method: dict, store: RunStore) -> float | None:

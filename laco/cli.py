@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"laco {name}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"laco {name}: interrupted; nothing was written", file=sys.stderr)
+        print(f"laco {name}: interrupted; nothing is left half-written (finished results are kept)", file=sys.stderr)
         return 130
 
 

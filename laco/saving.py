@@ -40,6 +40,7 @@ def save_pruned(model, tokenizer, out_dir: str | Path, provenance: dict, *, forc
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the output is for every reader
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from laco.cli import ArgumentParser
 from suites.claims import load_claims
 from suites.evidence import load_run
 
@@ -22,7 +23,7 @@ def _claims_arg(p: argparse.ArgumentParser) -> None:
 def report_main(argv: list[str]) -> int:
     from suites.report import write_report
 
-    p = argparse.ArgumentParser(prog="laco report", description="Write reports/<run-id>.md and its PNG plots.")
+    p = ArgumentParser(prog="laco report", description="Write reports/<run-id>.md and its PNG plots.")
     p.add_argument("run", help="run directory written by `laco bench` (runs/ID)")
     p.add_argument("--out", default="reports", help="folder for <run-id>.md and <run-id>/*.png (default: reports)")
     _claims_arg(p)
@@ -35,7 +36,7 @@ def report_main(argv: list[str]) -> int:
 def compare_main(argv: list[str]) -> int:
     from suites.compare import compare_runs, load_tolerances, regressions, render_compare
 
-    p = argparse.ArgumentParser(prog="laco compare", description="Run B against run A, paired wherever they share "
+    p = ArgumentParser(prog="laco compare", description="Run B against run A, paired wherever they share "
                                 "items, windows or rounds; exit 1 when B regressed.")
     p.add_argument("run_a", help="the reference run (e.g. last night's)")
     p.add_argument("run_b", help="the new run")
@@ -54,7 +55,7 @@ def compare_main(argv: list[str]) -> int:
 def gate_main(argv: list[str]) -> int:
     from suites.gate import render_gate
 
-    p = argparse.ArgumentParser(prog="laco gate", description="The release gate: exit 1 unless every claim gated "
+    p = ArgumentParser(prog="laco gate", description="The release gate: exit 1 unless every claim gated "
                                 "for the run's profile passes (INCONCLUSIVE and not measured block too).")
     p.add_argument("run", help="run directory written by `laco bench`")
     p.add_argument("--allow-missing", action="store_true", help="a gated claim that is not measured does not block")

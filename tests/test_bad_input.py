@@ -208,13 +208,8 @@ ROWS = [
         r"tolerance-range\.toml: perplexity\.ratio: Input should be greater than or equal to 1 \(got 0\.5\)"),
     Bad("gate-not-a-run", ["gate", "{ws}/empty"], r"not a run directory \(no run\.json\): .*empty"),
 ]
-# suites/commands.py builds plain argparse parsers (usage text + error: two lines); laco.cli.ArgumentParser
-# makes them one line. Kept here, strict, so that the row flips to a pass when the suites adopt it.
-SUITES_ARGPARSE = pytest.mark.xfail(strict=True, reason="suites/commands.py: argparse prints its usage text")
-PARAMS = [pytest.param(row, id=row.id) for row in ROWS] + [
-    pytest.param(Bad("gate-unknown-flag", ["gate", "{ws}/empty", "--clams", "x"], r"unrecognized arguments: --clams"),
-                 id="gate-unknown-flag", marks=SUITES_ARGPARSE),
-]
+ROWS.append(Bad("gate-unknown-flag", ["gate", "{ws}/empty", "--clams", "x"], r"unrecognized arguments: --clams"))
+PARAMS = [pytest.param(row, id=row.id) for row in ROWS]
 
 
 @pytest.fixture(scope="module")

@@ -62,15 +62,17 @@ def vllm_settings():
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def pruned(request, smollm2, tmp_path_factory) -> Path:
+def pruned(request, smollm2, data_dir, tmp_path_factory) -> Path:
     """A SmolLM2 output of one width variant at 25%, saved as the bench saves it."""
-    from laco.calibration import default_sentences
+    from laco.calibration import default_sentences, wikitext_calibration
     from laco.pruners import get_pruner
     from laco.saving import save_pruned
 
     method, params = VARIANTS[request.param]
     loaded = smollm2()
-    out = get_pruner(method)(loaded, default_sentences(), target_ratio=0.25, progress=False, **params)
+    # SliceGPT needs more calibration tokens than the 333 directions it keeps: a wikitext-2 test document
+    texts = wikitext_calibration(2, 3, data_dir, max_texts=8)[0] if method == "slicegpt" else default_sentences()
+    out = get_pruner(method)(loaded, texts, target_ratio=0.25, progress=False, **params)
     return save_pruned(out.model, loaded.tokenizer, tmp_path_factory.mktemp("pruned") / request.param, out.record)
 
 
