@@ -85,11 +85,12 @@ class SharedContextLM(HFLM):
     its own); `max_batch_tokens` bounds a batch's padded tokens (rows x longest row), and
     HFLM's `batch_size` its rows. Construct as HFLM: `SharedContextLM(pretrained=model, ...)`."""
 
-    def __init__(self, *args, row_tokens: int = 256, max_batch_tokens: int = 2048, **kwargs):
+    def __init__(self, *args, row_tokens: int = 512, max_batch_tokens: int = 2048, **kwargs):
         super().__init__(*args, **kwargs)
         self.row_tokens = int(row_tokens)
         self.max_batch_tokens = int(max_batch_tokens)
         self.mask_kinds = mask_kinds(self.model)  # None: this model keeps HFLM's path
+        self.pair_cost = attention_pair_cost(self.model)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         # HFLM's loglikelihood_rolling hands windows with no request string and its own batch size
@@ -125,8 +126,11 @@ class SharedContextLM(HFLM):
             fed.append(window[:-1])  # the node at depth d predicts window[d + 1]
         rows, placed = [_Row()], [None] * len(requests)
         for i in sorted(range(len(requests)), key=lambda i: fed[i]):
-            row = rows[-1]
-            if len(row) and len(row) + row.missing(fed[i]) > self.row_tokens:
+            row, new = rows[-1], rows[-1].missing(fed[i])
+            # attention runs over every (query, key) pair of a row, masked or not: a sequence joins
+            # the row only when the tokens it shares save more than the pairs it adds
+            worth = (len(fed[i]) - new) >= self.pair_cost * new * (2 * len(row) + new)
+            if len(row) and (len(row) + new > self.row_tokens or not worth):
                 row = _Row()
                 rows.append(row)
             continuation = requests[i][2]
@@ -181,13 +185,28 @@ class SharedContextLM(HFLM):
         return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype), where
 
 
+def attention_pair_cost(model) -> float:
+    """The work attention does per (query, key) pair, in units of the work per token elsewhere
+    in a layer: about 2 x hidden size multiply-adds (scores and values) against the layer's
+    parameters (one multiply-add each)."""
+    embeddings = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                  if m is not None}
+    per_layer = (sum(p.numel() for p in model.parameters()) - sum(embeddings.values())) / model.config.num_hidden_layers
+    return 2 * model.config.hidden_size / per_layer
+
+
 def mask_kinds(model) -> dict[str, int | None] | None:
     """The attention masks a model needs, by layer kind, with each kind's sliding window (None: full).
 
     Models with `layer_types` take a dict of masks when they mix kinds; others take one mask,
     sliding when the config has a window (Mistral). None when this module cannot serve the
     model: an attention implementation other than sdpa/eager, a layer kind other than
-    full/sliding, or a forward without `logits_to_keep`."""
+    full/sliding, or a forward without `logits_to_keep` (or a transformers too old to take
+    it as a per-row mask: `slice_logits_to_keep` brought that)."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep  # noqa: F401
+    except ImportError:
+        return None
     config = model.config
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager") \
             or "logits_to_keep" not in inspect.signature(model.forward).parameters:

@@ -45,12 +45,16 @@ def token_requests(model, max_length: int) -> list:
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "qwen2"])  # mistral, qwen2: sliding window 16
 @pytest.mark.parametrize("max_length", [256, 40])
-def test_each_request_scores_as_hflm_does(model_type, max_length):
+@pytest.mark.parametrize("pack_unrelated", [False, True])
+def test_each_request_scores_as_hflm_does(model_type, max_length, pack_unrelated):
     loaded = tiny_loaded(model_type)
     common = dict(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, max_length=max_length, device="cpu")
     reference, shared = HFLM(**common), SharedContextLM(**common, row_tokens=64, max_batch_tokens=160)
     assert shared.mask_kinds is not None  # the shared path runs, not HFLM's fallback
     requests = token_requests(loaded.model, max_length)
+    if pack_unrelated:  # attention free: rows fill up with unrelated sequences, kept apart by the mask alone
+        shared.pair_cost = 0.0
+        assert any(len({fed[:3] for fed in fed_in_row}) > 1 for fed_in_row in sequences_per_row(shared, requests))
 
     fed = []
     hook = loaded.model.model.embed_tokens.register_forward_hook(lambda m, args, out: fed.append(args[0].numel()))
@@ -64,6 +68,14 @@ def test_each_request_scores_as_hflm_does(model_type, max_length):
         assert abs(ll - want_ll) < TOLERANCE and greedy == want_greedy
     assert sum(g for _, g in expected) >= 4  # greedy where the context fits (4 items): the flag is tested
     assert sum(fed) < hflm_tokens  # prefixes ran once
+
+
+def sequences_per_row(lm, requests) -> list[set]:
+    rows, placed = lm._pack(requests)
+    per_row = [set() for _ in rows]
+    for (row, _, _), (_, context, continuation) in zip(placed, requests, strict=True):
+        per_row[row].add(tuple(context + continuation))
+    return per_row
 
 
 def test_mask_kinds_follow_the_config():
