@@ -81,16 +81,19 @@ class _Row:
 class SharedContextLM(HFLM):
     """HFLM whose `loglikelihood` runs each shared token prefix once.
 
-    `row_tokens` is the target length of a packed row (a longer single sequence gets a row of
-    its own); `max_batch_tokens` bounds a batch's padded tokens (rows x longest row), and
-    HFLM's `batch_size` its rows. Construct as HFLM: `SharedContextLM(pretrained=model, ...)`."""
+    `row_tokens` is the length a packed row fills up to (a longer single sequence gets a row of
+    its own). Unrelated sequences share a row too: a padding token costs a whole token's work,
+    while attention over a row of R tokens adds about R / 3000 of it per token for a model of
+    SmolLM2's shape (2 x hidden size multiply-adds per query-key pair against ~3.5 M per token
+    and layer), so full rows of a few hundred tokens cost less than padded ones.
+    `max_batch_tokens` bounds a batch's padded tokens (rows x longest row), HFLM's `batch_size`
+    its rows. Construct as HFLM: `SharedContextLM(pretrained=model, tokenizer=..., ...)`."""
 
-    def __init__(self, *args, row_tokens: int = 512, max_batch_tokens: int = 2048, **kwargs):
+    def __init__(self, *args, row_tokens: int = 384, max_batch_tokens: int = 2048, **kwargs):
         super().__init__(*args, **kwargs)
         self.row_tokens = int(row_tokens)
         self.max_batch_tokens = int(max_batch_tokens)
         self.mask_kinds = mask_kinds(self.model)  # None: this model keeps HFLM's path
-        self.pair_cost = attention_pair_cost(self.model)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         # HFLM's loglikelihood_rolling hands windows with no request string and its own batch size
@@ -126,11 +129,8 @@ class SharedContextLM(HFLM):
             fed.append(window[:-1])  # the node at depth d predicts window[d + 1]
         rows, placed = [_Row()], [None] * len(requests)
         for i in sorted(range(len(requests)), key=lambda i: fed[i]):
-            row, new = rows[-1], rows[-1].missing(fed[i])
-            # attention runs over every (query, key) pair of a row, masked or not: a sequence joins
-            # the row only when the tokens it shares save more than the pairs it adds
-            worth = (len(fed[i]) - new) >= self.pair_cost * new * (2 * len(row) + new)
-            if len(row) and (len(row) + new > self.row_tokens or not worth):
+            row = rows[-1]
+            if len(row) and len(row) + row.missing(fed[i]) > self.row_tokens:
                 row = _Row()
                 rows.append(row)
             continuation = requests[i][2]
@@ -183,16 +183,6 @@ class SharedContextLM(HFLM):
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions.to(self.device),
                                 logits_to_keep=keep.to(self.device), use_cache=False).logits
         return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype), where
-
-
-def attention_pair_cost(model) -> float:
-    """The work attention does per (query, key) pair, in units of the work per token elsewhere
-    in a layer: about 2 x hidden size multiply-adds (scores and values) against the layer's
-    parameters (one multiply-add each)."""
-    embeddings = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                  if m is not None}
-    per_layer = (sum(p.numel() for p in model.parameters()) - sum(embeddings.values())) / model.config.num_hidden_layers
-    return 2 * model.config.hidden_size / per_layer
 
 
 def mask_kinds(model) -> dict[str, int | None] | None:
