@@ -123,6 +123,7 @@ def run(args) -> dict:
         model, tokenizer = loaded.model, loaded.tokenizer
     names = args.tasks.split(",")
     limits = {n: (args.mmlu_limit if n == "mmlu" else args.limit) for n in names}
+    limits.update({k: int(v) for k, v in (pair.split("=") for pair in args.task_limits.split(",") if pair)})
     requests = task_requests(names, limits, args.data_dir, Path(args.workdir) / "lm_eval_tasks")
     lms = {b: make_lm(b, model, tokenizer, args.batch_size, args.max_length) for b in args.backends.split(",")}
     out = {"model": args.pruned or args.model, "batch_size": args.batch_size, "max_length": args.max_length,
@@ -157,6 +158,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", required=True, help="comma-separated task names of bench/tasks.toml")
     parser.add_argument("--limit", type=int, default=40, help="items per task")
     parser.add_argument("--mmlu-limit", type=int, default=1, help="items per MMLU subject")
+    parser.add_argument("--task-limits", default="", help="per-task overrides, e.g. race=60,boolq=100")
     parser.add_argument("--backends", default="hf,hf-shared", help=f"comma-separated, first = reference; of {BACKENDS}")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=1024)
