@@ -101,16 +101,21 @@ def test_rolling_loglikelihood_is_hflm_own():
     assert SharedContextLM(**common).loglikelihood_rolling(requests, disable_tqdm=True) == want
 
 
-def write_tiny_arc_task(folder, name: str = "tiny_mc") -> str:
-    """A tiny ARC-format multiple-choice task read from local JSONL through lm-eval's arc_easy YAML."""
+def write_tiny_arc_jsonl(path) -> None:
+    """Eight ARC-format multiple-choice items (four choices each) of random words."""
     rng = random.Random(1)
     words = "red green blue stone water river light dark quick slow bird fish tree leaf".split()
     phrase = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
     rows = [{"id": f"q{i}", "question": f"Which {phrase(rng.randint(2, 12))}?",
              "choices": {"text": [phrase(rng.randint(1, 5)) for _ in range(4)], "label": list("ABCD")},
              "answerKey": "ABCD"[i % 4]} for i in range(8)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_tiny_arc_task(folder, name: str = "tiny_mc") -> str:
+    """A tiny multiple-choice task read from local JSONL through lm-eval's arc_easy YAML."""
     data = folder / "tiny.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_tiny_arc_jsonl(data)
     config = {"include": str(lm_eval_tasks_dir() / "arc" / "arc_easy.yaml"), "task": name, "dataset_path": "json",
               "dataset_name": None, "dataset_kwargs": {"data_files": {"test": str(data)}},
               "training_split": None, "validation_split": None}
@@ -139,3 +144,35 @@ def test_items_through_lm_eval_match_hflm(tmp_path):
                                                         strict=True):
             assert abs(float(ll) - float(want_ll)) < TOLERANCE and greedy == want_greedy
         assert (a["acc"], a["acc_norm"]) == (b["acc"], b["acc_norm"])
+
+
+def test_accuracy_backend_hf_shared_scores_as_hf(tmp_path, monkeypatch):
+    """bench.accuracy's `hf-shared` backend runs SharedContextLM and gives the `hf` backend's scores."""
+    import bench.shared_context_lm
+    from bench.accuracy import evaluate
+    from bench.store import RunStore
+    from bench.subject import Subject
+    from bench.tasks import prepare_tasks
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tiny_arc_jsonl(data / "tiny.jsonl")
+    (data / "tasks.toml").write_text('[tasks.tiny_mc]\ninclude = "arc/arc_easy.yaml"\nfiles = { test = "tiny.jsonl" }\n')
+    ctx = SimpleNamespace(store=RunStore(tmp_path / "run"))
+    prepared = prepare_tasks(["tiny_mc"], data, tmp_path / "tasks")
+    ctx.tasks = lambda: prepared
+    runs = []
+    real = bench.shared_context_lm.SharedContextLM._loglikelihood_tokens
+    monkeypatch.setattr(bench.shared_context_lm.SharedContextLM, "_loglikelihood_tokens",
+                        lambda self, *a, **k: runs.append(len(a[0])) or real(self, *a, **k))
+    loaded = tiny_loaded("llama")
+    subject = Subject("dense", "dense", "tiny", {}, {})
+    subject.adopt(loaded.model, loaded.tokenizer)
+    scores = {}
+    for backend in ("hf", "hf-shared"):
+        settings = {"backend": backend, "device": "cpu", "dtype": "float32", "max_length": 64, "batch_size": 4,
+                    "seed": 0, "bootstrap_iters": 0}
+        raw = evaluate(subject, {"tiny_mc": {"limit": None, "num_fewshot": 0}}, settings, ctx)
+        scores[backend] = (raw["n"]["tiny_mc"], raw["results"]["tiny_mc"]["acc,none"], raw["results"]["tiny_mc"]["acc_norm,none"])
+    assert runs == [32]  # the shared path scored the 8 items x 4 choices, once (hf ran HFLM)
+    assert scores["hf-shared"] == scores["hf"] and scores["hf"][0] == 8
