@@ -1,77 +1,156 @@
 """Which lm-eval task stands for which benchmark, and how it reads local data.
 
-Every task the bench evaluates is declared by a small generated YAML that `include:`s
-lm-eval's own task file, so prompts and scoring stay lm-eval's. With a data dir (layout:
-../shared/data/MANIFEST.md) the YAML also points the task at local JSONL files
-(`dataset_path: json`, `dataset_kwargs.data_files`) and nulls the splits that have no local
-file; without one, lm-eval downloads as usual. The generated folder is the only task source
-(`TaskManager(include_defaults=False)`), which keeps start-up fast; a task outside the table
-below is looked up among lm-eval's built-in tasks (online only).
+The table is data: bench/tasks.toml (shipped with the package) maps each task name to the
+lm-eval task YAML it includes and to its local files per split; a data dir's own tasks.toml
+and a profile's entries extend it (`load_table`). Every task the bench evaluates is declared
+by a small generated YAML that `include:`s lm-eval's own task file, so prompts and scoring stay
+lm-eval's. With a data dir (layout: ../shared/data/MANIFEST.md) the YAML also points the task
+at local JSONL files (`dataset_path: json`, `dataset_kwargs.data_files`) and nulls the splits
+that have no local file; without one, lm-eval downloads as usual. The generated folder is the
+only task source (`TaskManager(include_defaults=False)`), which keeps start-up fast; a task
+outside the table is looked up among lm-eval's built-in tasks (online only).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
+from laco import LacoError
 from laco.provenance import file_sha256, fingerprint
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 DATA_DIR_ENV = "LACO_DATA_DIR"
-
-# The paper (LaCo, Table 1) evaluates with OpenCompass on these benchmarks. lm-eval's prompts
-# differ from OpenCompass's, so absolute numbers are not the paper's; ratios to dense are.
-PAPER_BENCHMARKS: dict[str, str | None] = {
-    "CMNLI": None, "HellaSwag": "hellaswag", "PIQA": "piqa", "CHID": None, "WSC": "wsc273",
-    "CommonSenseQA": "commonsense_qa", "BoolQ": "boolq", "MMLU": "mmlu", "CMMLU": "cmmlu",
-    "Race-High": "race", "Race-Middle": "race_middle", "XSum": None, "C3": None,
-}
-NOT_IN_LM_EVAL: dict[str, str] = {
-    "CMNLI": "no lm-eval task (CLUE CMNLI); the paper scored it with OpenCompass",
-    "CHID": "no lm-eval task (CLUE ChID idiom cloze); the paper scored it with OpenCompass",
-    "C3": "no lm-eval task (CLUE C3 reading comprehension); the paper scored it with OpenCompass",
-    "XSum": "no lm-eval task of its own (only through the unitxt bridge, which needs the unitxt package "
-            "and the hub, and scores differently); the paper scored ROUGE with OpenCompass",
-}
-
-# Builtin YAML (relative to lm_eval/tasks), local files per split (relative to the data dir).
-TASKS: dict[str, tuple[str, dict[str, str]]] = {
-    "hellaswag": ("hellaswag/hellaswag.yaml", {"validation": "hellaswag/validation.jsonl"}),
-    "piqa": ("piqa/piqa.yaml", {"validation": "piqa/validation.jsonl"}),
-    "boolq": ("super_glue/boolq/default.yaml", {"validation": "boolq/validation.jsonl"}),
-    "arc_easy": ("arc/arc_easy.yaml", {"validation": "arc_easy/validation.jsonl", "test": "arc_easy/test.jsonl"}),
-    "arc_challenge": ("arc/arc_challenge.yaml",
-                      {"validation": "arc_challenge/validation.jsonl", "test": "arc_challenge/test.jsonl"}),
-    "winogrande": ("winogrande/default.yaml", {"validation": "winogrande/validation.jsonl"}),
-    "openbookqa": ("openbookqa/openbookqa.yaml",
-                   {"validation": "openbookqa/validation.jsonl", "test": "openbookqa/test.jsonl"}),
-    "commonsense_qa": ("commonsense_qa/default.yaml", {"validation": "commonsense_qa/validation.jsonl"}),
-    "race": ("race/race.yaml", {"test": "race/race_high_test.jsonl"}),
-    # lm-eval's race is RACE-high only (EleutherAI/race has one config); RACE-middle is the same
-    # task on the middle-school test file, available from a data dir alone.
-    "race_middle": ("race/race.yaml", {"test": "race/race_middle_test.jsonl"}),
-    "wsc273": ("wsc273/default.yaml", {"test": "wsc273/wsc273_test.jsonl"}),
-    "wikitext": ("wikitext/wikitext.yaml", {"test": "wikitext/wikitext-2-raw-v1_test.jsonl"}),
-}
-ONLINE_MISSING = {"race_middle": "lm-eval's race task covers RACE-high only; RACE-middle needs --data-dir "
-                                 "with race/race_middle_test.jsonl"}
-
-# Groups of per-subject tasks: builtin folder, task-name prefix, local file pattern (None: no local data).
-GROUPS: dict[str, tuple[str, str, str | None]] = {
-    "mmlu": ("mmlu/default", "mmlu_", "mmlu/{subject}/{split}.jsonl"),
-    "cmmlu": ("cmmlu", "cmmlu_", None),
-}
-
-# The score paper-style tables use: length-normalised accuracy where the answers are sentences
-# of different lengths (lm-eval defines acc_norm there), plain accuracy elsewhere.
-ACC_NORM_TASKS = {"hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa"}
+SHIPPED_TABLE = Path(__file__).with_name("tasks.toml")
+TABLE_FILE = "tasks.toml"  # the name of a data dir's own table
+METRICS = ("acc", "acc_norm")  # what bench.accuracy reads from lm-eval's results
 SPLIT_KEYS = ("training_split", "validation_split", "test_split", "fewshot_split")
 
 
+@dataclass(frozen=True)
+class TaskEntry:
+    include: str  # lm-eval's task YAML, relative to lm_eval/tasks
+    files: dict[str, str] = field(default_factory=dict)  # split -> local file, relative to the data dir
+    metric: str = "acc"
+    needs_local_data: str | None = None  # why lm-eval's download cannot stand in
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    folder: str  # lm-eval's folder of per-subject YAMLs
+    prefix: str
+    files: str | None = None  # pattern with {subject} and {split}; None: no local data
+    splits: tuple[str, ...] = ("test", "validation", "dev")
+    aggregate: tuple[str, ...] = ("acc",)
+    metric: str = "acc"
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class PaperBenchmark:
+    task: str | None = None
+    reason: str | None = None  # why there is no lm-eval task
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskTable:
+    tasks: dict[str, TaskEntry]
+    groups: dict[str, GroupEntry]
+    paper: dict[str, PaperBenchmark]
+
+    def metric(self, name: str) -> str:
+        entry = self.tasks.get(name) or self.groups.get(name)
+        return entry.metric if entry else "acc"
+
+    def note(self, name: str) -> str | None:
+        entry = self.tasks.get(name) or self.groups.get(name)
+        return entry.note if entry else None
+
+
+def parse_table(raw: dict, source: str, *, paper: bool = False) -> TaskTable:
+    """A table from TOML data; unknown keys and wrong types are errors naming `source`."""
+    sections = {"tasks": TaskEntry, "groups": GroupEntry, **({"paper": PaperBenchmark} if paper else {})}
+    unknown = set(raw) - set(sections)
+    if unknown:
+        raise LacoError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(sections)}")
+    parsed = {}
+    for section, cls in sections.items():
+        entries = raw.get(section, {})
+        if not isinstance(entries, dict):
+            raise LacoError(f"{source}: [{section}] must be a table of entries")
+        parsed[section] = {name: _entry(cls, body, f"{source}: [{section}.{name}]") for name, body in entries.items()}
+    return TaskTable(parsed["tasks"], parsed["groups"], parsed.get("paper", {}))
+
+
+def _entry(cls, body, where: str):
+    if not isinstance(body, dict):
+        raise LacoError(f"{where} must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(body) - set(known)
+    if unknown:
+        raise LacoError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [n for n in required if n not in body]
+    if missing:
+        raise LacoError(f"{where}: missing {', '.join(missing)}")
+    values = {}
+    for key, value in body.items():
+        if key == "files" and cls is TaskEntry:
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        elif key in ("splits", "aggregate"):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            value = tuple(value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise LacoError(f"{where}: {key} has the wrong type ({type(value).__name__})")
+        values[key] = value
+    if values.get("metric", "acc") not in METRICS:
+        raise LacoError(f"{where}: metric must be one of {', '.join(METRICS)}")
+    if cls is GroupEntry and any(m not in METRICS for m in values.get("aggregate", ())):
+        raise LacoError(f"{where}: aggregate metrics must be among {', '.join(METRICS)}")
+    return cls(**values)
+
+
+def read_table_file(path: Path, *, paper: bool = False) -> TaskTable:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise LacoError(f"{path}: not valid TOML: {exc}") from None
+    return parse_table(raw, str(path), paper=paper)
+
+
+SHIPPED = read_table_file(SHIPPED_TABLE, paper=True)
+
+
+def load_table(data_dir: str | Path | None = None, extra: dict | None = None) -> TaskTable:
+    """The shipped table, extended by `<data_dir>/tasks.toml` (if present), then by `extra` (a
+    profile's entries, same form); an entry of the same name replaces the earlier one."""
+    tables = [SHIPPED]
+    if data_dir is not None and (Path(data_dir) / TABLE_FILE).is_file():
+        tables.append(read_table_file(Path(data_dir) / TABLE_FILE))
+    if extra:
+        tables.append(parse_table(extra, "profile task table"))
+    return TaskTable({k: v for t in tables for k, v in t.tasks.items()},
+                     {k: v for t in tables for k, v in t.groups.items()}, SHIPPED.paper)
+
+
+# The paper's benchmarks: lm-eval task, or why there is none.
+PAPER_BENCHMARKS: dict[str, str | None] = {b: p.task for b, p in SHIPPED.paper.items()}
+NOT_IN_LM_EVAL: dict[str, str] = {b: p.reason for b, p in SHIPPED.paper.items() if p.reason}
+
+
 def default_metric(task: str) -> str:
-    return "acc_norm" if task in ACC_NORM_TASKS else "acc"
+    return SHIPPED.metric(task)
 
 
 def lm_eval_tasks_dir() -> Path:
@@ -86,49 +165,60 @@ class PreparedTasks:
     available: list[str]
     not_available: dict[str, str]  # requested task or paper benchmark -> why it is not evaluated
     data: dict[str, str | None]  # task -> digest of its local files (None when downloaded)
-    needs_builtin_index: bool = False  # a task outside TASKS/GROUPS: lm-eval's own index is needed
+    needs_builtin_index: bool = False  # a task outside the table: lm-eval's own index is needed
     subtasks: dict[str, list[str]] = field(default_factory=dict)  # group -> its leaf tasks
+    metrics: dict[str, str] = field(default_factory=dict)  # available task -> its paper-style metric
+    notes: dict[str, str] = field(default_factory=dict)  # requested task -> the table's note
 
 
-def prepare_tasks(names: list[str], data_dir: str | Path | None, folder: str | Path) -> PreparedTasks:
-    """Write one YAML per task (and per group) into `folder`; report what cannot be evaluated."""
+def prepare_tasks(names: list[str], data_dir: str | Path | None, folder: str | Path,
+                  extra: dict | None = None) -> PreparedTasks:
+    """Write one YAML per task (and per group) into `folder`; report what cannot be evaluated.
+    `extra`: a profile's task-table entries (see `load_table`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    table = load_table(data_dir, extra)
     builtin = lm_eval_tasks_dir()
     data_root = Path(data_dir).resolve() if data_dir else None
     prepared = PreparedTasks(folder, [], {}, {})
     for name in names:
-        if name in GROUPS:
-            reason = _write_group(name, builtin, data_root, folder, prepared)
-        elif name in TASKS:
-            yaml_rel, files = TASKS[name]
-            reason = _write_task(name, builtin / yaml_rel, files, data_root, folder / f"{name}.yaml", prepared)
+        if name in table.groups:
+            reason = _write_group(name, table.groups[name], builtin, data_root, folder, prepared)
+        elif name in table.tasks:
+            reason = _write_task(name, table.tasks[name], builtin, data_root, folder / f"{name}.yaml", prepared)
         elif data_root is None:
             prepared.needs_builtin_index = True  # any other lm-eval task, downloaded as usual
             reason = None
             prepared.data[name] = None
         else:
-            reason = f"no local data layout known for lm-eval task {name!r} in the data dir (offline run)"
+            reason = (f"no local data layout known for lm-eval task {name!r} in the data dir (offline run); "
+                      f"declare it in {Path(data_dir) / TABLE_FILE}")
+        if table.note(name):
+            prepared.notes[name] = table.note(name)
         if reason:
             prepared.not_available[name] = reason
         else:
             prepared.available.append(name)
+            prepared.metrics[name] = table.metric(name)
     for benchmark, reason in NOT_IN_LM_EVAL.items():
         prepared.not_available[benchmark] = reason
     return prepared
 
 
-def _write_task(name, include: Path, files: dict[str, str], data_root, path: Path, prepared) -> str | None:
+def _write_task(name: str, entry: TaskEntry, builtin: Path, data_root, path: Path, prepared) -> str | None:
+    include = builtin / entry.include
+    if not include.is_file():
+        return f"lm-eval has no task file {entry.include} (under {builtin})"
     config: dict = {"include": str(include), "task": name}
     if data_root is None:
-        if name in ONLINE_MISSING:
-            return ONLINE_MISSING[name]
+        if entry.needs_local_data:
+            return entry.needs_local_data
         prepared.data[name] = None
     else:
-        local = {split: data_root / rel for split, rel in files.items()}
+        local = {split: data_root / rel for split, rel in entry.files.items()}
         missing = [str(p) for p in local.values() if not p.is_file()]
-        if missing:
-            return f"local data missing: {', '.join(missing)}"
+        if missing or not local:
+            return f"local data missing: {', '.join(missing) or 'the table names no local file'}"
         config.update(local_overrides(include, local))
         prepared.data[name] = fingerprint({s: file_sha256(p) for s, p in sorted(local.items())})
     _dump(path, config)
@@ -151,25 +241,22 @@ def local_overrides(include: Path, local: dict[str, Path]) -> dict:
     return overrides
 
 
-def _write_group(name, builtin: Path, data_root, folder: Path, prepared) -> str | None:
-    sub_folder, prefix, pattern = GROUPS[name]
-    if data_root is not None and pattern is None:
+def _write_group(name: str, group: GroupEntry, builtin: Path, data_root, folder: Path, prepared) -> str | None:
+    if data_root is not None and group.files is None:
         return f"no local data for {name} in the data dir (offline run)"
-    subtasks = sorted(p.stem for p in (builtin / sub_folder).glob(f"{prefix}*.yaml"))
+    subtasks = sorted(p.stem for p in (builtin / group.folder).glob(f"{group.prefix}*.yaml"))
+    if not subtasks:
+        return f"lm-eval has no {group.prefix}*.yaml under {builtin / group.folder}"
     digests = {}
     for task in subtasks:
-        include = builtin / sub_folder / f"{task}.yaml"
-        files = {}
-        if data_root is not None:
-            subject = task.removeprefix(prefix)
-            files = {split: pattern.format(subject=subject, split=split) for split in ("test", "validation", "dev")}
-        reason = _write_task(task, include, files, data_root, folder / name / f"{task}.yaml", prepared)
+        subject = task.removeprefix(group.prefix)
+        files = {split: group.files.format(subject=subject, split=split) for split in group.splits} if group.files else {}
+        entry = TaskEntry(include=f"{group.folder}/{task}.yaml", files=files)
+        reason = _write_task(task, entry, builtin, data_root, folder / name / f"{task}.yaml", prepared)
         if reason:
             return f"{task}: {reason}"
         digests[task] = prepared.data.pop(task)
-    metrics = [{"metric": "acc", "weight_by_size": True}]
-    if name == "cmmlu":
-        metrics.append({"metric": "acc_norm", "weight_by_size": True})
+    metrics = [{"metric": metric, "weight_by_size": True} for metric in group.aggregate]
     _dump(folder / name / f"_{name}.yaml",
           {"group": name, "task": subtasks, "aggregate_metric_list": metrics, "metadata": {"version": 1}})
     prepared.data[name] = fingerprint(digests) if data_root is not None else None

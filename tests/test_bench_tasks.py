@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bench.tasks import NOT_IN_LM_EVAL, PAPER_BENCHMARKS, prepare_tasks
+from bench.tasks import NOT_IN_LM_EVAL, PAPER_BENCHMARKS, SHIPPED, load_table, prepare_tasks
+from laco import LacoError
 
 DATA_DIR = os.environ.get("LACO_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 needs_data = pytest.mark.skipif(not Path(DATA_DIR, "MANIFEST.md").is_file(),
@@ -58,3 +61,77 @@ def test_without_data_dir_tasks_download_and_race_middle_is_not_available(tmp_pa
 def test_every_paper_benchmark_is_mapped_or_explained():
     for benchmark, task in PAPER_BENCHMARKS.items():
         assert (task is None) == (benchmark in NOT_IN_LM_EVAL)
+
+
+# -- tasks as data -------------------------------------------------------------------------------
+def test_the_shipped_table_marks_wsc273_as_a_different_data_set_from_the_papers_wsc(tmp_path):
+    assert PAPER_BENCHMARKS["WSC"] == "wsc"
+    assert "different data set" in SHIPPED.tasks["wsc273"].note and "104" in SHIPPED.tasks["wsc273"].note
+    assert SHIPPED.tasks["wsc"].include == "super_glue/wsc/default.yaml"
+    assert {t for t, e in SHIPPED.tasks.items() if e.metric == "acc_norm"} == {
+        "hellaswag", "piqa", "arc_easy", "arc_challenge", "openbookqa"}
+    empty_data_dir = tmp_path / "data"
+    empty_data_dir.mkdir()
+    prepared = prepare_tasks(["wsc", "wsc273"], empty_data_dir, tmp_path / "tasks")
+    assert prepared.available == []
+    assert "wsc/validation.jsonl" in prepared.not_available["wsc"]
+    assert prepared.notes["wsc273"] == SHIPPED.tasks["wsc273"].note
+
+
+def tiny_arc_rows(n: int) -> list[dict]:
+    return [{"id": f"q{i}", "question": f"Which is number {i}?",
+             "choices": {"text": ["one", "two", "three"], "label": ["A", "B", "C"]}, "answerKey": "ABC"[i % 3]}
+            for i in range(n)]
+
+
+def test_a_task_declared_in_the_data_dir_runs_offline(tmp_path, monkeypatch):
+    """A benchmark the shipped table lacks, added by a data dir's tasks.toml alone."""
+    from conftest import tiny_loaded
+    from lm_eval.models.huggingface import HFLM
+
+    from bench.lm_eval_run import run_lm_eval
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "data"
+    (data / "tiny_arc").mkdir(parents=True)
+    (data / "tiny_arc" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny_arc_rows(5)))
+    (data / "tasks.toml").write_text('[tasks.tiny_arc]\ninclude = "arc/arc_easy.yaml"\n'
+                                     'files = { test = "tiny_arc/test.jsonl" }\nmetric = "acc_norm"\n')
+    assert "tiny_arc" not in SHIPPED.tasks
+    prepared = prepare_tasks(["tiny_arc"], data, tmp_path / "tasks")
+    assert prepared.available == ["tiny_arc"] and prepared.metrics == {"tiny_arc": "acc_norm"}
+
+    loaded = tiny_loaded("llama")
+    lm = HFLM(pretrained=loaded.model, tokenizer=loaded.tokenizer, batch_size=4, device="cpu")
+    raw = run_lm_eval(lm, {"tiny_arc": {"limit": None}}, task_folder=str(prepared.folder), include_builtin=False,
+                      cache_path=None, seed=0, bootstrap_iters=0)
+    assert raw["n"] == {"tiny_arc": 5}
+    assert raw["results"]["tiny_arc"]["acc,none"] * 5 in (0, 1, 2, 3, 4, 5)
+
+
+def test_profile_entries_extend_and_replace_the_table(tmp_path):
+    extra = {"tasks": {"piqa": {"include": "piqa/piqa.yaml", "files": {"validation": "mine/piqa.jsonl"}},
+                       "new_task": {"include": "arc/arc_easy.yaml", "note": "from the profile"}}}
+    table = load_table(None, extra)
+    assert table.tasks["piqa"].files == {"validation": "mine/piqa.jsonl"} and table.tasks["piqa"].metric == "acc"
+    assert table.note("new_task") == "from the profile" and "hellaswag" in table.tasks
+    assert SHIPPED.tasks["piqa"].metric == "acc_norm"  # the shipped table is left as it was
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"tasks": {"t": {"include": "arc/arc_easy.yaml", "file": {}}}}, "unknown key(s) ['file']"),
+    ({"tasks": {"t": {"files": {}}}}, "missing include"),
+    ({"tasks": {"t": {"include": "arc/arc_easy.yaml", "metric": "f1"}}}, "metric must be one of"),
+    ({"paper": {}}, "unknown section(s) ['paper']"),
+    ({"groups": {"g": {"folder": "mmlu/default", "prefix": "mmlu_", "splits": "test"}}}, "splits has the wrong type"),
+])
+def test_bad_table_entries_are_errors(extra, message):
+    with pytest.raises(LacoError, match=re.escape(message)):
+        load_table(None, extra)
+
+
+def test_a_bad_data_dir_table_names_its_file(tmp_path):
+    (tmp_path / "tasks.toml").write_text("[tasks.x]\ninclude = 3\n")
+    with pytest.raises(LacoError, match=re.escape(f"{tmp_path / 'tasks.toml'}: [tasks.x]: include has the wrong type")):
+        load_table(tmp_path)
