@@ -21,7 +21,7 @@ def settings(ctx) -> dict:
     prepared = ctx.tasks()
     tasks = {
         name: {"limit": opts.get("limit"), "num_fewshot": opts.get("num_fewshot") or 0,
-               "metric": opts.get("metric") or default_metric(name)}
+               "metric": opts.get("metric") or prepared.metrics.get(name) or default_metric(name)}
         for name, opts in acc["tasks"].items() if name in prepared.available
     }
     out = {
@@ -32,6 +32,7 @@ def settings(ctx) -> dict:
         "tasks": tasks,
         "data": {name: prepared.data.get(name) for name in tasks},
         "not_available": {k: v for k, v in prepared.not_available.items() if k in acc["tasks"] or k in NOT_IN_LM_EVAL},
+        "notes": {k: v for k, v in prepared.notes.items() if k in tasks},
         "lm_eval": metadata.version("lm_eval"),
         "dtype": ctx.profile["model"]["dtype"],
         "device": model_device(ctx.dense_load_args()),
@@ -53,7 +54,7 @@ def measure(subject, settings: dict, ctx) -> Outcome:
               # the paper's benchmarks lm-eval has but this profile leaves out (for time, say)
               "not_in_profile": {b: t for b, t in PAPER_BENCHMARKS.items()
                                  if t and t not in settings["tasks"] and t not in settings["not_available"]}}
-    values["items"] = {}
+    values["items"], values["notes"] = {}, dict(settings.get("notes") or {})
     for name, opts in settings["tasks"].items():
         values["tasks"][name] = task_scores(raw, name, opts["metric"])
         values["items"][name] = task_items(raw, name)

@@ -66,7 +66,7 @@ class RunContext:
         names = list(self.profile["accuracy"]["tasks"])
         if self.profile["perplexity"]["lm_eval_wikitext"]:
             names.append("wikitext")
-        return prepare_tasks(names, self.data_dir, self.store.root / "lm_eval_tasks")
+        return prepare_tasks(names, self.data_dir, self.store.root / "lm_eval_tasks", extra=self.profile["tasks"])
 
     def tasks(self):
         return self._tasks
@@ -213,6 +213,7 @@ def throughput_phase(name: str, subjects: list[Subject], ctx: RunContext, failur
     carrying the same phase id: the suites pair their rounds. The phase is one unit: unless every
     model's result of it is fresh, all are timed again."""
     module = importlib.import_module(MODULES[name])
+    subjects = [s for s in subjects if s.method != "dense"] if name == "pruning_time" else subjects
     settings = module.settings(ctx)
     digest = settings_hash(settings)
     docs = [ctx.store.read_result(s.key, name) for s in subjects]

@@ -285,6 +285,11 @@ def accuracy_section(run: Run, claims: Claims) -> tuple[str, dict[str, dict[str,
         "",
         table(rows, ["model", "pruned", *tasks, "Avg.", "Per. % [95%]", "above chance % [95%]"]),
     ]
+    notes = {}
+    for key in scores:
+        notes.update(run.ok(key, "accuracy").values.get("notes") or {})
+    if notes:
+        lines += ["", "Notes on the tasks: " + "; ".join(f"{t}: {n}" for t, n in sorted(notes.items())) + "."]
     not_available = {}
     for key in scores:
         not_available.update(run.ok(key, "accuracy").values.get("not_available") or {})

@@ -39,6 +39,16 @@ def count_measurements(monkeypatch) -> Counter:
     calls: Counter = Counter()
     for name, module_name in runner.MODULES.items():
         module = importlib.import_module(module_name)
+        if name in runner.PHASED:  # measured for all models at once
+            original = module.measure_phase
+
+            def counted_phase(subjects, settings, ctx, _original=original, _name=name):
+                for subject in subjects:
+                    calls[(subject.key, _name)] += 1
+                return _original(subjects, settings, ctx)
+
+            monkeypatch.setattr(module, "measure_phase", counted_phase)
+            continue
         original = module.measure
 
         def counted(subject, settings, ctx, _original=original, _name=name):
@@ -114,7 +124,8 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
     laco = json.loads((run / "models" / "laco.json").read_text())
     assert dense["method"] == "dense" and dense["record"] == {} and dense["saved"] is None
     assert laco["method"] == "laco" and Path(laco["saved"], "laco.json").is_file()
-    assert laco["fingerprint"] == laco["record"]["fingerprint"] != dense["fingerprint"]
+    assert laco["fingerprint"] != dense["fingerprint"] and laco["weights_sha256"] and dense["weights_sha256"]
+    assert meta["code"]["source_digest"] and meta["code_history"][-1]["source_digest"] == meta["code"]["source_digest"]
     assert laco["record"]["parameters"]["after"] < laco["record"]["parameters"]["before"]
 
     for (model, measurement), doc in done.items():
@@ -152,4 +163,15 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
     mem = {m: done[(m, "memory")]["values"]["param_mb"] for m in ("dense", "laco")}
     assert mem["dense"] - mem["laco"] == pytest.approx(removed * 4 / 2**20)
     prune = done[("laco", "pruning_time")]["values"]
-    assert prune["seconds"] == laco["record"]["prune_seconds"] > 0
+    assert prune["first"] == laco["record"]["prune_seconds"] > 0
+    assert len(prune["repeats"]) == profile["pruning_time"]["repeats"] and all(t > 0 for t in prune["repeats"])
+    for model in ("dense", "laco"):
+        flops = done[(model, "flops")]["values"]
+        assert flops["decode"]["flops_per_token_mean"] > 0 and flops["parameters"]["layers"] > 0
+    assert (done[("dense", "flops")]["values"]["decode"]["flops_per_token_mean"]
+            > done[("laco", "flops")]["values"]["decode"]["flops_per_token_mean"])
+    for model in ("dense", "laco"):  # per-item evidence and per-window NLL for the suites to pair
+        items = done[(model, "accuracy")]["values"]["items"]
+        assert len(items["piqa"]["doc_id"]) == profile["accuracy"]["tasks"]["piqa"]["limit"]
+        assert len(items["mmlu"]["doc_id"]) == 57 and items["mmlu"]["n_choices"][0] == 4
+        assert len(done[(model, "perplexity")]["values"]["windows"]["nll"]) == profile["perplexity"]["n_windows"]
