@@ -53,7 +53,7 @@ class Interval:
 
     def fmt(self, spec: str = ".3f", scale: float = 1.0) -> str:
         def f(x: float) -> str:
-            return "inf" if math.isinf(x) else format(scale * x, spec)
+            return ("-inf" if x < 0 else "inf") if math.isinf(x) else format(scale * x, spec)
 
         return f"{f(self.estimate)} [{f(self.low)}, {f(self.high)}]"
 
