@@ -54,6 +54,10 @@ def main(argv: list[str]) -> int:
     baseline = Path(args.baseline) if args.baseline else (earlier[-1] if earlier else None)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run = runs_dir / f"{PREFIX}{args.profile}-{stamp}"
+    for n in range(2, 100):  # two nightlies in one second (a test, a rerun): never the same folder
+        if not run.exists():
+            break
+        run = runs_dir / f"{PREFIX}{args.profile}-{stamp}-{n}"
     bench = ["bench", "--profile", args.profile, "--out", str(run)] + (["--data-dir", args.data_dir] if args.data_dir else [])
     bench_code = laco(bench + (["--quiet"] if args.quiet else []))
     if bench_code == 2:

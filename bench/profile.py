@@ -65,6 +65,7 @@ class MethodSettings(Strict):
     point: str | None = None  # the ratio point this model belongs to in the report; default from target
     calibration: CalibrationSettings | None = None  # a method that needs more calibration text
     paper: PaperRowRef | None = None  # the paper's row this model reproduces (ablation profiles)
+    measurements: list[Measurement] | None = None  # a subset of the profile's measurements for this model
 
 
 class TaskOptions(Strict):

@@ -140,17 +140,26 @@ def run_profile(
                 bar.write(f"FAILED {method['label']}/pruning: {traceback.format_exc(limit=-3)}")
                 bar.update(len(per_model))
                 continue
-            measure_subject(subject, ctx, bar, failures, on_result, per_model)
+            own = method.get("measurements")  # a method may take part in some measurements only
+            measure_subject(subject, ctx, bar, failures, on_result, [n for n in per_model if own is None or n in own])
             subject.release()
             subjects.append(subject)
         for name in PHASED:
             if name in names:
                 bar.set_postfix_str(f"{name}: interleaved rounds")
-                throughput_phase(name, subjects, ctx, failures, on_result)
+                taking = [s for s in subjects if name in measurements_of(s, profile)]
+                throughput_phase(name, taking, ctx, failures, on_result)
                 bar.update()
     if not failures:
         store.finish()
     return failures
+
+
+def measurements_of(subject: Subject, profile: dict) -> list[str]:
+    """The measurements a model takes: the profile's, or the subset its method entry names."""
+    method = next((m for m in profile["methods"] if m["label"] == subject.key), None)
+    own = (method or {}).get("measurements")
+    return [n for n in profile["measurements"] if own is None or n in own]
 
 
 def dense_fingerprint(source_fingerprint: str, dtype: str) -> str:

@@ -189,9 +189,11 @@ def models_section(run: Run) -> str:
         layers = (f"{m.record['n_layers_before']} → {m.record['n_layers_after']}" if "n_layers_after" in m.record else "-")
         twins = [k for k in identical.get(m.weights, []) if k != key] if m.weights else []
         rows.append([key, m.method, m.point or "-", layers, _num(p.get("after") and p["after"] / 1e6, "{:.1f}M"),
-                     _ratio(run, key), f"`{m.weights[:12]}`" if m.weights else "-", ", ".join(twins)])
-    lines = ["## Models", "", table(rows, ["model", "method", "ratio point", "layers", "parameters", "pruned",
-                                          "weights sha256", "identical weights"])]
+                     _target(m.record), _ratio(run, key), f"`{m.weights[:12]}`" if m.weights else "-", ", ".join(twins)])
+    lines = ["## Models", "", "Target: the ratio a method was asked for (a matched baseline: the ratio its LaCo model "
+             "reached); where its granule (one layer, one channel) cannot hit it, the nearest it reaches is shown as pruned.",
+             "", table(rows, ["model", "method", "ratio point", "layers", "parameters", "target", "pruned",
+                              "weights sha256", "identical weights"])]
     warnings = [f"- **{key}**: {text}" for key, m in run.models.items() for text in pruner_warnings(m.record)]
     if warnings:
         lines += ["", "Warnings the pruners recorded (they qualify that model's figures):", "", *warnings]
@@ -199,6 +201,16 @@ def models_section(run: Run) -> str:
     if calib:
         lines += ["", "Calibration text of each pruned model:", "", *dict.fromkeys(calib)]
     return "\n".join(lines)
+
+
+def _target(record: dict) -> str:
+    target = record.get("target") or {}
+    ratio, layers = target.get("ratio"), target.get("layers")
+    reached = (record.get("parameters") or {}).get("pruning_ratio")
+    if ratio is None:
+        return f"{layers} layers" if layers else "-"
+    off = f" (nearest in its granule: {reached - ratio:+.1%})" if reached is not None and abs(reached - ratio) > 0.005 else ""
+    return f"{ratio:.1%}{off}"
 
 
 def _calibration(record: dict) -> str:
@@ -236,9 +248,10 @@ def dense_reproduction_section(run: Run, claims: Claims) -> str:
         "## Dense reproduction",
         "",
         f"Our dense scores (lm-eval, %) beside the paper's Dense\\* (the authors' reproduction) and Dense (OpenCompass "
-        f"leaderboard) rows of Table 1 for {model}.{other} The paper scores with OpenCompass, mostly in PPL mode "
-        "(the option of lowest perplexity); lm-eval reports acc or acc_norm: every cross-harness difference is "
-        "approximate.",
+        f"leaderboard) rows of Table 1 for {model}.{other} Protocol differences the transcription documents: the paper "
+        "scores with OpenCompass, mostly in PPL mode (the option of lowest perplexity), where lm-eval reports acc or "
+        "acc_norm; the paper's WSC is SuperGLUE WSC (104 items, lm-eval `wsc`), not `wsc273`; lm-eval's `race` scores "
+        "one question per article (the last), OpenCompass every question. Every cross-harness difference is approximate.",
         "",
         table(rows, ["task", "metric", "ours", "chance", "paper column", "paper Dense*", "paper Dense", "protocol note"]),
     ])

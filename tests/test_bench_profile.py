@@ -24,6 +24,8 @@ def test_the_cpu_default_runs_laco_at_the_papers_setting_and_ratio_with_baseline
     methods = {m["label"]: m for m in load_profile("smollm2-135m")[1]["methods"]}
     assert methods["laco-table8"]["params"] == {"merge": "reference", "C": 4, "L": 1, "I": 2, "T": 0.65}
     assert methods["laco-27"]["target"] == 0.27 and "T" not in methods["laco-27"]["params"]
+    control = methods.pop("rule-merge-table8")  # identical weights to laco-table8: the checks' control
+    assert control["target"] == "match:laco-table8" and "accuracy" not in control["measurements"]
     baselines = [m for k, m in methods.items() if not k.startswith("laco")]
     assert {m["name"] for m in baselines} == {"drop", "rule-merge", "llm-pruner", "slicegpt"}  # the claims' baselines
     assert all(m["target"] == "match:laco-27" and m["point"] == "27%" for m in baselines)
