@@ -77,6 +77,7 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
         ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
+        *([["resumed", _resumed(run)]] if meta.get("resumed") else []),
         ["git commit", meta.get("git_commit") or "-"],
         ["code versions", _code_versions(run, commits)],
         ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items()) or "-"],
@@ -105,6 +106,37 @@ def _wall_time(started: str | None, finished: str | None) -> str:
     except (TypeError, ValueError):
         return "-"
     return f"{seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
+def _resumed(run: Run) -> str:
+    """An interrupted run's wall time includes the pause: give each segment's time until the last
+    result it wrote (the work of an interrupted segment after that result was lost, not counted)."""
+    meta = run.meta
+    try:
+        starts = [datetime.fromisoformat(t) for t in [meta["started"], *meta["resumed"]]]
+        finished = datetime.fromisoformat(meta["finished"]) if meta.get("finished") else None
+    except (KeyError, TypeError, ValueError):
+        return ", ".join(meta.get("resumed") or [])
+    ends = []
+    for key in run.models:
+        for name in MEASUREMENTS:
+            m = run.measurement(key, name)
+            if m is not None and m.provenance.get("started") and m.seconds is not None:
+                begun = datetime.fromisoformat(m.provenance["started"])
+                ends.append(begun.timestamp() + m.seconds)
+    minutes = []
+    for i, start in enumerate(starts):
+        stop = starts[i + 1].timestamp() if i + 1 < len(starts) else None
+        if stop is None and finished is not None:
+            end = finished.timestamp()
+        else:
+            written = [e for e in ends if start.timestamp() <= e <= (stop or float("inf"))]
+            end = max(written, default=start.timestamp())
+        minutes.append((end - start.timestamp()) / 60)
+    parts = [f"segment {i + 1} from {t.strftime('%H:%M:%S')}: {mins:.1f} min" for i, (t, mins) in enumerate(zip(starts, minutes))]
+    times = "once" if len(starts) == 2 else f"{len(starts) - 1} times"
+    return (f"{times}; " + "; ".join(parts) + f"; {sum(minutes):.1f} min in all, "
+            "each interrupted segment counted to its last written result")
 
 
 def _source_model(run: Run) -> str:

@@ -121,3 +121,20 @@ def test_ablation_tables_stand_beside_the_papers_appendix_b(tmp_path):
     table15 = section.split("### Table 15")[1]
     assert re.search(r"\| drop +\| drop +\|.*52.57 / 68.17 / 48.61", table15)
     assert "## Retention against the pruning ratio" not in text  # ablation models are no ratio sweep
+
+
+def test_a_resumed_run_states_its_segments_apart_from_the_pause(tmp_path):
+    import json
+    run = write_run(tmp_path / "r", good_models())
+    meta = json.loads((run / "run.json").read_text())
+    meta.update(started="2025-01-01T00:00:00+00:00", resumed=["2025-01-01T02:00:00+00:00"],
+                finished="2025-01-01T02:10:00+00:00")
+    (run / "run.json").write_text(json.dumps(meta))
+    result = run / "results" / "dense" / "perplexity.json"
+    doc = json.loads(result.read_text())
+    doc["provenance"]["seconds"] = 600.0  # the first segment's last result ends at 00:10
+    result.write_text(json.dumps(doc))
+    text, _ = render(load_run(run), load_claims())
+    assert re.search(r"\| wall time +\| 130\.0 min", text)  # the pause is inside the wall time
+    assert ("once; segment 1 from 00:00:00: 10.0 min; segment 2 from 02:00:00: 10.0 min; 20.0 min in all"
+            in text)
