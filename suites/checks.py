@@ -4,8 +4,9 @@
 - models with identical weights measure identically (same answers, same perplexity windows) and
   their throughput ratio interval contains 1, otherwise the timing noise exceeds the interval;
 - a benchmark where the dense model itself is not above chance carries no retention signal;
-- a speed-up over dense whose whole interval lies above the compute-bound ideal (FLOP ratio) is
-  noise, not a measurement.
+- a speed-up whose whole interval lies above its ceiling (the larger of the FLOP ratio and the layer
+  ratio, `evidence.speedup_bounds`) is noise, not a measurement (flagged in the verdicts and the
+  efficiency table).
 """
 
 from __future__ import annotations

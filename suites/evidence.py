@@ -310,11 +310,33 @@ def flops(run: Run, key: str) -> dict:
     compute-bound ideal is made of: {parameters, decode_flops_per_token, prefill_flops, workload_flops}."""
     v = run.need(key, "flops").values
     decode = v.get("decode") or {}
-    return {"parameters": (v.get("parameters") or {}).get("total"),
+    return {"parameters": (v.get("parameters") or {}).get("total"), "layers": (v.get("parameters") or {}).get("layers"),
             "non_embedding": (v.get("parameters") or {}).get("non_embedding"),
             "decode_flops_per_token": decode.get("flops_per_token_mean"),
             "prefill_flops": (v.get("prefill") or {}).get("flops"), "workload_flops": v.get("workload_flops"),
             "workload": v.get("workload")}
+
+
+def speedup_bounds(run: Run, subject: str, other: str, rate: str) -> tuple[float | None, float | None]:
+    """(ideal, bound) of subject/other throughput for the same workload.
+
+    ideal: the compute-bound ceiling, other's FLOPs over the subject's (decode per token for
+    output/decode rates, the whole workload for total rates).
+    bound: the ceiling the plausibility check uses. A step's time is per-layer overhead (kernel
+    launches, scheduling: it scales with the layer count) plus FLOP-proportional work, so a ratio of
+    two such times lies between the layer ratio and the FLOP ratio: at most their maximum. On a small
+    model the overhead dominates, and depth pruning can then beat width pruning at equal FLOPs.
+    (None, None) when FLOPs were not counted."""
+    try:
+        fs, fo = flops(run, subject), flops(run, other)
+    except NotMeasured:
+        return None, None
+    key = "workload_flops" if rate == "total_tokens_per_s" else "decode_flops_per_token"
+    if not fs.get(key) or not fo.get(key):
+        return None, None
+    ideal = float(fo[key]) / float(fs[key])
+    layers = float(fo["layers"]) / float(fs["layers"]) if fs.get("layers") and fo.get("layers") else ideal
+    return ideal, max(ideal, layers)
 
 
 # --- pruning time: repeated timings of the pruning step ----------------------------------------------

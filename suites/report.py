@@ -571,15 +571,15 @@ def pruning_time_section(run: Run) -> str:
 def efficiency_section(run: Run, claims: Claims) -> str:
     s = claims.statistics
     rows, settings = [], {}
-    dense_flops = _flops(run, DENSE)
     for key in run.models:
         f = _flops(run, key)
         mem = run.ok(key, "memory")
-        ideal = (dense_flops["decode_flops_per_token"] / f["decode_flops_per_token"]
-                 if f and dense_flops and f.get("decode_flops_per_token") else None)
+        ideal, bound = ev.speedup_bounds(run, key, DENSE, "decode_tokens_per_s")
         cells = [key, _ratio(run, key), _num(f and f.get("parameters") and f["parameters"] / 1e6, "{:.1f}M"),
+                 _num(f and f.get("layers"), "{}"),
                  _num(f and f.get("decode_flops_per_token") and f["decode_flops_per_token"] / 1e6, "{:.1f}"),
                  _num(ideal, "×{:.3f}") if key != DENSE else "-",
+                 _num(bound, "×{:.3f}") if key != DENSE else "-",
                  _num(mem and mem.values.get("param_mb")), _num(mem and mem.values.get("peak_mb"))]
         for engine in ("hf", "vllm"):
             try:
@@ -596,7 +596,7 @@ def efficiency_section(run: Run, claims: Claims) -> str:
                     a, b = ev.paired_rounds(run, key, DENSE, engine, "decode_tokens_per_s")
                     interval = st.round_ratio(a, b, s.resamples, s.seed)
                     speedup = "×" + interval.fmt(".3f")
-                    if ideal is not None and interval.low > ideal:
+                    if bound is not None and interval.low > bound:
                         speedup += " **implausible: noise**"
                 except NotMeasured:
                     pass
@@ -607,14 +607,17 @@ def efficiency_section(run: Run, claims: Claims) -> str:
         "## Compute, memory and throughput",
         "",
         "FLOPs per decoded token (at the workload's context lengths, counted by torch's FlopCounterMode) and the "
-        "compute-bound ideal speed-up over dense (dense FLOPs / model FLOPs). Memory in MB: parameters, and the peak of "
+        "compute-bound ideal speed-up over dense (dense FLOPs / model FLOPs); the ceiling is the larger of that and the "
+        "layer ratio (a decode step is per-layer overhead plus FLOP-proportional work, so its speed-up lies between the "
+        "two). Memory in MB: parameters, and the peak of "
         "a fixed forward + generate workload. Throughput from interleaved rounds (every model timed in each round, "
         "dense first): prefill tokens/s (input tokens over the time to the first token) and decode tokens/s (the "
         "tokens after the first over the rest of the time), median (min..max), and the decode speed-up over dense "
-        "with its 95% interval over rounds. A speed-up whose whole interval lies above the ideal is flagged "
+        "with its 95% interval over rounds. A speed-up whose whole interval lies above the ceiling is flagged "
         f"*implausible: noise*. Settings: {setting_text or 'not measured'}.",
         "",
-        table(rows, ["model", "pruned", "params", "decode MFLOPs/token", "ideal speed-up", "param MB", "peak MB",
+        table(rows, ["model", "pruned", "params", "layers", "decode MFLOPs/token", "ideal speed-up", "ceiling",
+                     "param MB", "peak MB",
                      "HF prefill tok/s", "HF decode tok/s", "HF decode vs dense [95%]",
                      "vLLM prefill tok/s", "vLLM decode tok/s", "vLLM decode vs dense [95%]"]),
     ])

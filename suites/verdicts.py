@@ -13,7 +13,8 @@ the rows of one (claim, subject) pair: it passes only when every row passes.
 Statistics per metric (suites.statistics): accuracy pairs the items both models answered
 (stratified by task); perplexity pairs the windows; throughput pairs interleaved rounds; pruning time
 resamples repeats; parameter memory is exact. A measured speed-up whose whole interval lies above
-the compute-bound ideal (dense FLOPs / pruned FLOPs) is "implausible: noise" and decides nothing.
+both the compute-bound ideal (FLOP ratio) and the layer ratio (the ceiling where per-layer overhead
+dominates) is "implausible: noise" and decides nothing.
 """
 
 from __future__ import annotations
@@ -272,12 +273,14 @@ class Judge:
         ours = f"{np.median(a):.1f} vs {np.median(b):.1f} tok/s: ×{interval.fmt('.3g')}"
         row = self.row(claim, other, interval, claim.threshold, ours, None, f"{engine}, {len(a)} rounds")
         row.engine = engine
-        ideal = self.ideal_speedup(subject, other, rate)
-        if ideal is not None and interval.low > ideal:
-            row.flags.append(f"implausible: noise (measured ×{interval.fmt('.3g')} above the compute-bound ideal ×{ideal:.3f})")
+        ideal, bound = ev.speedup_bounds(self.run, subject, other, rate)
+        bound_text = f"compute-bound ideal ×{ideal:.3f}" + (f", layer ratio ×{bound:.3f}" if bound and bound > ideal else "") \
+            if ideal is not None else ""
+        if bound is not None and interval.low > bound:
+            row.flags.append(f"implausible: noise (measured ×{interval.fmt('.3g')} above the {bound_text})")
             row.status, row.items_needed = INCONCLUSIVE, None
         elif ideal is not None:
-            row.flags.append(f"ideal ×{ideal:.3f}")
+            row.flags.append(bound_text)
         return row
 
     def throughput_engine(self, claim: Claim, keys: list[str]) -> str:
@@ -290,19 +293,6 @@ class Judge:
             if len(phases) == 1:
                 return engine
         return ""
-
-    def ideal_speedup(self, subject: str, other: str, rate: str) -> float | None:
-        """Compute-bound ceiling of subject/other throughput: FLOPs of the other model over the
-        subject's for the same workload (decode per token for output/decode rates, the whole
-        workload for total rates). None when FLOPs were not counted."""
-        try:
-            fs, fo = ev.flops(self.run, subject), ev.flops(self.run, other)
-        except NotMeasured:
-            return None
-        key = "workload_flops" if rate == "total_tokens_per_s" else "decode_flops_per_token"
-        if not fs.get(key) or not fo.get(key):
-            return None
-        return float(fo[key]) / float(fs[key])
 
     def row(self, claim: Claim, other: str, interval: st.Interval, threshold: float, ours: str,
             items: dict | None, note: str) -> Row:

@@ -89,12 +89,12 @@ def throughput_values(key: str, decode: float, engine: str, phase: str, rounds: 
             "batch_size": 4, "input_len": 64, "output_len": 32, "resident": True, "per_round": rates, **summary}
 
 
-def flops_values(decode_flops_per_token: float, parameters: int) -> dict:
+def flops_values(decode_flops_per_token: float, parameters: int, layers: int | None = None) -> dict:
     """bench.flops' result shape for a workload of 4 prompts of 64 tokens and 32 new tokens."""
     workload = {"batch_size": 4, "input_len": 64, "output_len": 32, "prefill_logits": "last position"}
     prefill = decode_flops_per_token * 4 * 64
     return {"counter": "fixture", "workload": workload,
-            "parameters": {"total": parameters, "non_embedding": parameters - 28_311_552},
+            "parameters": {"total": parameters, "non_embedding": parameters - 28_311_552, "layers": layers},
             "prefill": {"flops": prefill, "flops_per_token": decode_flops_per_token},
             "decode": {"steps": 31, "flops_per_token_mean": decode_flops_per_token},
             "workload_flops": prefill + 31 * 4 * decode_flops_per_token}
@@ -139,7 +139,7 @@ def _result(key: str, fingerprint: str, name: str, values: dict | None, reason: 
 def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-135m", finished: bool = True,
               acceptance: list[dict] | None = None, phase: str = "phase-1") -> Path:
     """models: {key: {"method", "record", "accuracy": {task: score}, "ppl", "param_mb", "peak_mb", "hf", "vllm"
-    (decode tok/s, or a string: the n/a reason), "prune_s", "flops" (decode FLOPs per token), "weights" (digest),
+    (decode tok/s, or a string: the n/a reason), "prune_s", "flops" (decode FLOPs per token), "layers", "weights" (digest),
     "same_as" (copy another model's evidence: identical weights), "omit": [measurements],
     "stale": [measurements written for an older fingerprint]}}."""
     path.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
             "perplexity": "ppl" in spec and perplexity_values(evidence_key, spec["ppl"]),
             "memory": "param_mb" in spec and {"param_mb": spec["param_mb"], "buffer_mb": 0.1,
                                               "peak_mb": spec.get("peak_mb"), "peak_kind": "subprocess_peak_rss"},
-            "flops": decode_flops and flops_values(decode_flops, spec.get("params", DENSE_PARAMS)),
+            "flops": decode_flops and flops_values(decode_flops, spec.get("params", DENSE_PARAMS), spec.get("layers")),
             "throughput_hf": "hf" in spec and throughput_values(evidence_key, spec["hf"], "hf", phase),
             "pruning_time": "prune_s" in spec and {"seconds": spec["prune_s"],
                                                    "repeats": [spec["prune_s"] * f for f in (1.0, 1.03, 0.98)]},

@@ -257,3 +257,19 @@ def test_a_bad_claims_file_is_one_line_naming_the_key(tmp_path):
         load_claims(path)
     with pytest.raises(LacoError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_a_depth_pruned_speedup_over_a_width_baseline_is_bounded_by_the_layer_ratio(tmp_path):
+    # equal FLOPs, 30 vs 21 layers: a decode step is per-layer overhead plus FLOP work, so LaCo may be up to
+    # 30/21 = x1.43 faster than the width baseline, never more
+    models = good_models()
+    models["llm-pruner"].update(flops=models["laco"]["flops"], layers=30, hf=20.0)
+    models["laco"].update(layers=21, hf=26.0)  # x1.3: below the layer ratio, decided
+    _, verdicts = verdicts_of(tmp_path / "a", models)
+    row = next(r for r in by_claim(verdicts)["laco-throughput-above-baselines"].rows if r.other == "llm-pruner")
+    assert row.status == PASS and not any(f.startswith("implausible") for f in row.flags)
+    assert "compute-bound ideal ×1.000, layer ratio ×1.429" in row.flags
+    models["laco"].update(hf=32.0)  # x1.6: above both ceilings
+    _, verdicts = verdicts_of(tmp_path / "b", models)
+    row = next(r for r in by_claim(verdicts)["laco-throughput-above-baselines"].rows if r.other == "llm-pruner")
+    assert row.status == INCONCLUSIVE and row.flags[0].startswith("implausible: noise")
