@@ -50,10 +50,11 @@ def identical_weights_checks(run: Run, resamples: int, seed: int) -> list[Check]
             except NotMeasured as exc:
                 checks.append(Check(f"{pair}: accuracy", True, f"not compared: {exc}"))
             try:
-                na, nb, _ = ev.paired_windows(run, a, b)
+                na, nb, tokens = ev.paired_windows(run, a, b)
                 same = np.allclose(na, nb, rtol=1e-6, atol=1e-6)
-                checks.append(Check(f"{pair}: perplexity", same, "identical window NLL" if same else
-                                    "window NLL differs although the weights are identical"))
+                ratio = st.perplexity_ratio(na, nb, tokens, resamples, seed)
+                checks.append(Check(f"{pair}: perplexity", same, f"PPL ratio ×{ratio.fmt('.4f')}: " + (
+                    "identical window NLL" if same else "window NLL differs although the weights are identical")))
             except NotMeasured as exc:
                 checks.append(Check(f"{pair}: perplexity", True, f"not compared: {exc}"))
             for engine in ("hf", "vllm"):
