@@ -37,7 +37,9 @@ def test_the_ratio_sweep_has_every_method_at_each_of_table_7s_points():
     for m in methods:
         points.setdefault(m["point"], set()).add(m["name"])
     assert set(points) == {"12%", "27%", "45%"}
-    assert all(names == {"laco", "shortgpt", "drop", "rule-merge", "come", "llm-pruner", "slicegpt"} for names in points.values())
+    every = {"laco", "shortgpt", "drop", "rule-merge", "come", "llm-pruner", "slicegpt"}
+    assert points["12%"] == points["27%"] == every
+    assert points["45%"] == every - {"rule-merge"}  # it leaves the bottom half alone: 18 of 30 layers out of reach
 
 
 @pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b"])
