@@ -282,7 +282,10 @@ def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
     digest = settings_hash(prune_settings)
     folder = store.weights_dir(label)
     doc = store.read_model(label)
-    if (doc and doc.get("prune_settings_hash") == digest and (folder / "laco.json").is_file()
+    same_settings = doc and (doc.get("prune_settings_hash") == digest or (
+        store.reuse_other_code and settings_hash(_without_code(doc.get("prune_settings") or {}))
+        == settings_hash(_without_code(prune_settings))))
+    if (same_settings and (folder / "laco.json").is_file()
             and doc.get("weights_sha256") == folder_weights_sha256(folder)):
         record = doc["record"]
         return Subject(label, name, doc["fingerprint"], record, ctx.pruned_load_args(folder), folder=str(folder),
@@ -315,6 +318,12 @@ def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
                       prune_call=prune_call)
     subject.adopt(outcome.model, loaded.tokenizer)
     return subject
+
+
+def _without_code(prune_settings: dict) -> dict:
+    """Prune settings apart from the code that pruned: with --reuse-results-from-other-code a model
+    pruned by other code is kept (its weights digest is still checked), as its results are."""
+    return {k: v for k, v in prune_settings.items() if k != "code"}
 
 
 def retiming_kwargs(kwargs: dict, record: dict) -> dict:

@@ -96,3 +96,20 @@ def test_results_of_other_code_kept_on_request_are_marked(tmp_path, tiny_folder,
     assert main(["report", str(run), "--out", str(tmp_path / "reports")]) == 0
     text = (tmp_path / "reports" / "run.md").read_text()
     assert "kept on purpose (`laco bench --reuse-results-from-other-code`)" in text and "**other code**" in text
+
+
+def test_a_model_pruned_by_other_code_is_kept_on_request(tmp_path, tiny_folder, monkeypatch):
+    from bench import store
+
+    profile, run = tiny_profile(tmp_path, tiny_folder), tmp_path / "run"
+    profile.write_text(profile.read_text() + '[[methods]]\nname = "shortgpt"\nlabel = "shortgpt"\ntarget = 0.25\n')
+    assert main(["bench", "--profile", str(profile), "--out", str(run), "--quiet"]) == 0
+    model = (run / "models" / "shortgpt.json").read_text()
+    result = (run / "results" / "shortgpt" / "flops.json").read_text()
+    code = store.code_key()
+    monkeypatch.setattr(store, "code_key", lambda: {**code, "source_digest": "newer"})
+    assert main(["bench", "--profile", str(profile), "--out", str(run), "--quiet", "--reuse-results-from-other-code"]) == 0
+    assert (run / "models" / "shortgpt.json").read_text() == model  # not pruned again
+    assert (run / "results" / "shortgpt" / "flops.json").read_text() == result
+    assert main(["bench", "--profile", str(profile), "--out", str(run), "--quiet"]) == 0  # without the flag
+    assert json.loads((run / "models" / "shortgpt.json").read_text())["code"]["source_digest"] == "newer"
