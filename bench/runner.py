@@ -131,9 +131,15 @@ def run_profile(
             bar.set_postfix_str(f"{method['label']}: pruning")
             try:
                 subject = pruned_subject(method, ctx, dense.fingerprint)
-            except (KeyboardInterrupt, LacoError):
+            except KeyboardInterrupt:
                 store.forget_model(method["label"])
                 raise
+            except LacoError as exc:  # the method refuses this model or target: the others still run
+                store.forget_model(method["label"])
+                failures.append(f"{method['label']}/pruning: {exc}")
+                bar.write(f"FAILED {method['label']}/pruning: {exc}")
+                bar.update(len(per_model))
+                continue
             except Exception as exc:  # a broken pruner must not stop the other methods
                 store.forget_model(method["label"])
                 failures.append(f"{method['label']}/pruning: {type(exc).__name__}: {exc}")

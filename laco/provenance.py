@@ -113,8 +113,11 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
         )
+        # dirty only where the measuring code differs from the commit: an edit elsewhere (the suites,
+        # the tests, the docs) changes no measurement, and the source digest names the code exactly
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *(f":/{p}" for p in CODE_PACKAGES)],
+            cwd=cwd, capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None

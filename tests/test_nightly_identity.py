@@ -113,3 +113,37 @@ def test_a_model_pruned_by_other_code_is_kept_on_request(tmp_path, tiny_folder, 
     assert (run / "results" / "shortgpt" / "flops.json").read_text() == result
     assert main(["bench", "--profile", str(profile), "--out", str(run), "--quiet"]) == 0  # without the flag
     assert json.loads((run / "models" / "shortgpt.json").read_text())["code"]["source_digest"] == "newer"
+
+
+def test_a_method_that_refuses_its_target_is_a_failure_and_the_others_still_run(tmp_path, tiny_folder, capsys):
+    profile, run = tiny_profile(tmp_path, tiny_folder), tmp_path / "run"
+    # rule-based merging leaves the bottom half alone: 90% of the layers is out of its reach
+    profile.write_text(profile.read_text() + '[[methods]]\nname = "rule-merge"\nlabel = "rule-merge"\ntarget = 0.9\n'
+                       '[[methods]]\nname = "shortgpt"\nlabel = "shortgpt"\ntarget = 0.25\n')
+    assert main(["bench", "--profile", str(profile), "--out", str(run), "--quiet"]) == 1
+    assert "FAILED rule-merge/pruning: " in capsys.readouterr().out
+    assert (run / "results" / "shortgpt" / "flops.json").is_file()  # the method after it was measured
+    assert not (run / "models" / "rule-merge.json").exists()
+    assert json.loads((run / "run.json").read_text())["finished"] is None  # a failure leaves the run unfinished
+
+
+def test_the_commit_is_dirty_only_where_the_measuring_code_changed(tmp_path):
+    import subprocess
+
+    from laco.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "laco").mkdir()
+    (tmp_path / "laco" / "core.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("docs\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    clean = git_commit(tmp_path / "laco")
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "README.md").write_text("other docs\n")
+    assert git_commit(tmp_path / "laco") == clean  # an edit outside the measuring packages
+    (tmp_path / "laco" / "core.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "laco") == clean + "-dirty"
