@@ -134,16 +134,12 @@ def run_profile(
             except KeyboardInterrupt:
                 store.forget_model(method["label"])
                 raise
-            except LacoError as exc:  # the method refuses this model or target: the others still run
+            except Exception as exc:  # a method that refuses its target, or a broken pruner: the others still run
                 store.forget_model(method["label"])
-                failures.append(f"{method['label']}/pruning: {exc}")
-                bar.write(f"FAILED {method['label']}/pruning: {exc}")
-                bar.update(len(per_model))
-                continue
-            except Exception as exc:  # a broken pruner must not stop the other methods
-                store.forget_model(method["label"])
-                failures.append(f"{method['label']}/pruning: {type(exc).__name__}: {exc}")
-                bar.write(f"FAILED {method['label']}/pruning: {traceback.format_exc(limit=-3)}")
+                refused = isinstance(exc, LacoError)  # a refusal says why in one line; a bug shows where
+                failures.append(f"{method['label']}/pruning: {exc}" if refused else
+                                f"{method['label']}/pruning: {type(exc).__name__}: {exc}")
+                bar.write(f"FAILED {method['label']}/pruning: {exc if refused else traceback.format_exc(limit=-3)}")
                 bar.update(len(per_model))
                 continue
             own = method.get("measurements")  # a method may take part in some measurements only
