@@ -301,14 +301,13 @@ def pruned_subject(method: dict, ctx: RunContext, dense_fp: str) -> Subject:
     if target_ratio is not None:
         kwargs["target_ratio"] = target_ratio
     accepted = inspect.signature(pruner).parameters
-    for key, value in (("calibration_file", calibration["file"]), ("seed", ctx.profile["seed"]),
+    for key, value in (("calibration_file", calibration), ("seed", ctx.profile["seed"]),
                        ("progress", ctx.progress)):
         if key in accepted and key not in kwargs:
             kwargs[key] = value
     outcome = pruner(loaded, sentences, **kwargs)
     kill_point("bench:pruned")
     record = outcome.record
-    record["calibration"] = {**record.get("calibration", {}), **calibration}  # documents named where drawn from
     save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     weights = folder_weights_sha256(folder)
     identity = fingerprint({"pruned": record["fingerprint"], "weights": weights})

@@ -121,9 +121,21 @@ def clean_temporaries(root: str | Path) -> list[Path]:
     for p in found:
         if any(parent in removed for parent in p.parents):
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        _remove(p)
         removed.append(p)
     return removed
+
+
+def remove_temporaries_of(path: str | Path) -> list[Path]:
+    """Remove what killed writes of `path` left beside it (and nothing of its neighbours)."""
+    found = temporaries_of(path)
+    for p in found:
+        _remove(p)
+    return found
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

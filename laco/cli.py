@@ -155,12 +155,15 @@ def calibration_texts(args) -> tuple[list[str], str | None]:
 
 
 def list_methods() -> str:
-    from laco.pruners import PRUNERS, SUMMARIES, pruner_parameters
+    """Every method, shipped or a plugin's, with its line and its parameters."""
+    from laco.pruners import plugin_package, pruner_parameters, registry, summary
 
     lines = []
-    for name in PRUNERS:
+    for name in registry():
         params = ", ".join(f"{k}={v}" for k, v in pruner_parameters(name).items())
-        lines.append(f"{name:<11} {SUMMARIES[name]}" + (f"\n{'':<11}   params: {params}" if params else ""))
+        package = plugin_package(name)
+        lines.append(f"{name:<11} {summary(name)}" + (f" [plugin of {package}]" if package else "")
+                     + (f"\n{'':<11}   params: {params}" if params else ""))
     return "\n".join(lines)
 
 
@@ -190,12 +193,14 @@ def prune_main(argv: list[str]) -> int:
     from laco.collapse import make_config
     from laco.pruners import check_parameters, get_pruner
     from laco.saving import check_output, save_pruned
+    from laco.targets import parse_target
 
     if not args.model or not args.out:
         raise LacoError("give a MODEL and --out DIR (or --list-methods)")
     pruner = get_pruner(args.method)
     params = method_params(args)
     check_parameters(args.method, params)
+    parse_target(args.target_ratio, args.target_layers, required=False)  # before the model is loaded
     if args.quiet:
         from transformers.utils import logging as hf_logging
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import platformdirs
 import torch
 from safetensors import SafetensorError
 from torch import nn
 
 from laco import LacoError
 from laco.architectures import Architecture, architecture_of, inspect_config
+from laco import atomic
+from laco.cache import cache_root
 from laco.provenance import file_sha256, fingerprint, folder_weights_sha256
 
 
@@ -65,11 +64,6 @@ class LoadedModel:
     tokenizer: object
     source: ModelSource
     arch: Architecture
-
-
-def cache_root() -> Path:
-    """LACO_CACHE_DIR, else the user cache dir (e.g. ~/.cache/laco-bench)."""
-    return Path(os.environ.get("LACO_CACHE_DIR") or platformdirs.user_cache_dir("laco-bench"))
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -210,28 +204,20 @@ def load_tokenizer(spec: str, revision: str | None = None, trust_remote_code: bo
 
 
 def gguf_cache_folder(gguf_path: Path, sha256: str) -> Path:
-    """A safetensors copy of a GGUF model (dequantised), made on first use and reused after."""
+    """A safetensors copy of a GGUF model (dequantised), made on first use and reused after. Two
+    processes may dequantise at once: the first copy put in place wins, the other is dropped."""
     target = cache_root() / "gguf" / sha256[:16]
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        kwargs = {"gguf_file": gguf_path.name}
+    kwargs = {"gguf_file": gguf_path.name}
+    with atomic.folder(target, if_exists="keep") as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
         clear_quantizer(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first; its copy is identical
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

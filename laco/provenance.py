@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from laco.atomic import write_json
+from laco.cache import cache_root
+
 _LIBRARIES = ("laco-bench", "torch", "transformers", "safetensors", "accelerate", "gguf", "lm_eval", "vllm")
 
 
@@ -60,8 +63,6 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
 
 
 def _digest_cache_file() -> Path:
-    from laco.loading import cache_root
-
     return cache_root() / "digests.json"
 
 
@@ -73,18 +74,11 @@ def _read_digest_cache(cache: Path) -> dict:
 
 
 def _remember_digest(cache: Path, key: str, digest: str) -> None:
-    """Add one entry, written by rename so a killed process never leaves a torn file."""
-    import os
-    import tempfile
-
+    """Add one entry; two processes adding at once may lose one entry, which costs only a re-hash."""
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
         known = _read_digest_cache(cache)
         known[key] = digest
-        fd, tmp = tempfile.mkstemp(prefix=".digests.", dir=cache.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(known, f)
-        os.replace(tmp, cache)
+        write_json(cache, known, indent=None)
     except OSError:  # a read-only cache costs only the re-hash next time
         pass
 

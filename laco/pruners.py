@@ -1,14 +1,14 @@
-"""Pruning methods behind one interface, selected by name.
+"""Pruning methods behind one interface, selected by name: the shipped ones and those other packages
+register as plugins (`laco.plugins`).
 
 A pruner is a function `prune(loaded, sentences, *, target_ratio=None, target_layers=None,
-**params) -> PruneOutcome`: it changes `loaded.model` (or returns a new model) and returns the
-provenance record. Entries are "module:function" strings, imported on first use, so the core
-does not import a baseline it does not run.
-
-Every record carries at least: method, source, source_fingerprint, parameters {before, after,
-kept_ratio, pruning_ratio}, prune_seconds (the pruning step alone, no load or save), loader
-("transformers" when stock `AutoModelForCausalLM` reloads the output, else "module:function"),
-loadable {transformers, vllm, reason}, and fingerprint.
+calibration_file=None, seed=0, progress=True, **params) -> PruneOutcome`: it changes
+`loaded.model` (or returns a new model) and returns it with its provenance record
+(`laco.record.build_record`, or `laco.record.pruned` for both at once). Its own parameters are its
+other keyword-only arguments, with their defaults. `calibration_file` says where the texts came
+from: a path or description, or the caller's whole description (a dict such as
+`laco.calibration.text_record` returns). Entries are "module:function" strings, imported on first
+use, so the core does not import a baseline it does not run.
 """
 
 from __future__ import annotations
@@ -16,24 +16,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
 from laco import LacoError
-
-
-@dataclass
-class PruneOutcome:
-    model: nn.Module
-    record: dict
-
+from laco.record import STOCK_LOADABLE, PruneOutcome  # noqa: F401  (the pruner interface's names)
 
 PRUNERS: dict[str, str] = {
-    "laco": "laco.pruners:laco_pruner",
+    "laco": "laco.prune:laco_pruner",
     "drop": "laco.baselines.drop:prune",
     "rule-merge": "laco.baselines.rule_merge:prune",
     "shortgpt": "laco.baselines.shortgpt:prune",
@@ -65,13 +55,41 @@ SHARED_WITH_LACO: dict[str, tuple[str, ...]] = {
 }
 
 
+def registry() -> dict[str, str]:
+    """Every method by name, "module:function": the shipped ones first, then the plugins'."""
+    from laco.plugins import plugins
+
+    return {**PRUNERS, **{name: p.entry for name, p in plugins(frozenset(PRUNERS)).items()}}
+
+
+def plugin_package(name: str) -> str | None:
+    """The package that registers the method (None for a shipped one)."""
+    from laco.plugins import plugins
+
+    found = plugins(frozenset(PRUNERS)).get(name) if name not in PRUNERS else None
+    return found.package if found else None
+
+
 def get_pruner(name: str) -> Callable[..., PruneOutcome]:
-    if name not in PRUNERS:
-        close = difflib.get_close_matches(name, PRUNERS, n=1)
+    known = registry()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise LacoError(f"unknown pruning method {name!r}{hint} (known: {', '.join(PRUNERS)})")
-    module, func = PRUNERS[name].split(":")
-    return getattr(importlib.import_module(module), func)
+        raise LacoError(f"unknown pruning method {name!r}{hint} (known: {', '.join(known)})")
+    module, _, attribute = known[name].partition(":")
+    found = importlib.import_module(module)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def summary(name: str) -> str:
+    """The method's line in `--list-methods`: a plugin's `summary` attribute or its docstring's first line."""
+    if name in SUMMARIES:
+        return SUMMARIES[name]
+    pruner = get_pruner(name)
+    text = getattr(pruner, "summary", None) or (inspect.getdoc(pruner) or "").strip()
+    return text.splitlines()[0] if text else "(no summary)"
 
 
 def pruner_parameters(name: str) -> dict[str, object]:
@@ -96,64 +114,11 @@ def calibration_tokens_needed(name: str, loaded, *, target_ratio: float | None =
     """Calibration tokens the method needs on this model at this target (0: no minimum). A pruner
     module declares it as `min_calibration_tokens(loaded, target_ratio=, target_layers=, **params)`;
     the pruner checks it itself too."""
-    module = importlib.import_module(PRUNERS[name].split(":")[0]) if name in PRUNERS else None
-    need = getattr(module, "min_calibration_tokens", None)
+    get_pruner(name)  # an unknown name fails as everywhere else
+    need = getattr(importlib.import_module(registry()[name].partition(":")[0]), "min_calibration_tokens", None)
     if need is None:
-        get_pruner(name)  # an unknown name fails as everywhere else
         return 0
     return need(loaded, target_ratio=target_ratio, target_layers=target_layers, **params)
-
-
-STOCK_LOADABLE = {"transformers": True, "vllm": True, "reason": "standard config and tensor shapes"}
-
-
-def finish_record(record: dict, *, prune_seconds: float, loader: str = "transformers",
-                  loadable: dict = STOCK_LOADABLE) -> dict:
-    """Add the fields of the pruner interface to a record from `laco.prune.common_record`."""
-    from laco.prune import pruned_fingerprint
-
-    record["prune_seconds"] = prune_seconds
-    record["loader"] = loader
-    record["loadable"] = dict(loadable)
-    record["fingerprint"] = pruned_fingerprint(record)
-    return record
-
-
-def laco_pruner(
-    loaded,
-    sentences: list[str],
-    *,
-    target_ratio: float | None = None,
-    target_layers: int | None = None,
-    merge: str = "paper",
-    paper_setting: str | None = None,
-    C: int | None = None,
-    L: int | None = None,
-    H: int | None = None,
-    I: int | None = None,  # noqa: E741
-    T: float | None = None,
-    engine: str = "cached",
-    compare_engines: bool = False,
-    calibration_file: str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    **unknown,
-) -> PruneOutcome:
-    """LaCo; C, L, H, I, T override the paper setting or the defaults (None: keep them)."""
-    from laco.collapse import make_config
-    from laco.prune import prune_laco
-
-    if unknown:
-        raise LacoError(f"unknown laco parameters: {', '.join(sorted(unknown))}")
-    hyper = {k: v for k, v in {"C": C, "L": L, "H": H, "I": I, "T": T}.items() if v is not None}
-    config = make_config(merge=merge, paper_setting_name=paper_setting,
-                         n_layers=loaded.model.config.num_hidden_layers, **hyper)
-    result, record = prune_laco(
-        loaded, config, sentences, calibration_file=calibration_file, engine=engine,
-        target_layers=target_layers, target_ratio=target_ratio, compare_engines=compare_engines,
-        seed=seed, progress=progress,
-    )
-    return PruneOutcome(loaded.model, finish_record(record, prune_seconds=result.search_seconds))
 
 
 def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu",
@@ -180,7 +145,3 @@ def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cp
                         "trust_remote_code and device_map apply to stock-shaped outputs only")
     module, func = loader.split(":")
     return getattr(importlib.import_module(module), func)(folder, dtype=dtype, device=device)
-
-
-def describe(record: dict) -> str:
-    return json.dumps({k: record.get(k) for k in ("method", "parameters", "prune_seconds")}, default=str)

@@ -1,20 +1,17 @@
 """Writing a pruned model: all or nothing.
 
-The folder is written under a temporary name beside the target and renamed into place at the
-end, so an interrupted or failed save leaves no half-written output. It holds what stock
-`AutoModelForCausalLM.from_pretrained` needs (safetensors weights, config, tokenizer) and
-`laco.json`, the provenance.
+The folder is written as one `laco.atomic.folder`, so an interrupted or failed save leaves no
+half-written output. It holds what stock `AutoModelForCausalLM.from_pretrained` needs (safetensors
+weights, config, tokenizer) and `laco.json`, the provenance.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from laco import LacoError
+from laco import LacoError, atomic
 from laco.faults import kill_point
 
 PROVENANCE_FILE = "laco.json"
@@ -37,34 +34,13 @@ def check_output(out_dir: str | Path, force: bool) -> Path:
 
 def save_pruned(model, tokenizer, out_dir: str | Path, provenance: dict, *, force: bool = False) -> Path:
     out = check_output(out_dir, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the output is for every reader
-    try:
+    atomic.remove_temporaries_of(out)  # of an earlier save of `out` that was killed
+    with atomic.folder(out, if_exists="replace" if force else "error") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, default=str) + "\n", encoding="utf-8")
         kill_point("save:written")
-        if out.exists():  # --force: move the old folder aside, put the new one in, then delete
-            old = out.parent / f".{out.name}.old-{tmp.name}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def clean_leftovers(out: Path) -> list[Path]:
-    """Temporary folders of an earlier save of `out` that was killed before its rename: removed."""
-    leftovers = [p for p in out.parent.glob(f".{out.name}.tmp-*")] + [p for p in out.parent.glob(f".{out.name}.old-*")]
-    for p in leftovers:
-        shutil.rmtree(p, ignore_errors=True)
-    return leftovers
 
 
 def read_provenance(folder: str | Path) -> dict:

@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 from laco.baselines.common import (
     AttentionLayout,
     layer_profile,
-    outcome,
     reject_unknown,
     require_llama_like,
     sliced_linear,
     start_depth_pruning,
 )
+from laco.record import pruned
 from laco.surgery import decoder_layers, set_layers
 
 
@@ -99,7 +99,7 @@ def concat_merge(arch, a: nn.Module, b: nn.Module, stats_a: dict, stats_b: dict,
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
-          calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
+          calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("come", unknown)
     require_llama_like(loaded.arch, "come")
     job = start_depth_pruning(loaded, sentences, target_ratio, target_layers)
@@ -127,12 +127,12 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     bar.close()
     seconds = time.perf_counter() - start
 
-    return outcome(
-        loaded, "come", sentences, calibration_file=calibration_file,
+    return pruned(
+        loaded, "come", sentences, calibration=calibration_file,
         config={"pair": "smallest angular distance, input of i to output of i+1, all non-padding tokens",
                 "split": "widths shared in proportion to Block Influence (CoMe's psu=1, min_max=0)",
                 "sensitivity": "mean |activation| x L1 norm of the o_proj/down_proj column",
                 "distillation": False},
-        target=job.target, params_before=job.params_before, seed=seed, seconds=seconds,
+        target=job.target, params_before=job.params_before, seed=seed, prune_seconds=seconds,
         steps=steps, layer_sources=sources, n_layers_before=n, n_layers_after=len(sources),
     )

@@ -1,5 +1,5 @@
-"""What the baselines share: targets, calibration statistics, slicing of linear layers, the record,
-and reloading outputs whose shapes differ from their config."""
+"""What the baselines share: calibration statistics, slicing of linear layers, and reloading outputs
+whose shapes differ from their config. Targets live in `laco.targets`, the record in `laco.record`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from torch import nn
 from laco import LacoError
 from laco.architectures import Architecture
 from laco.calibration import tokenize
-from laco.prune import common_record, layers_for_ratio
-from laco.pruners import STOCK_LOADABLE, PruneOutcome, finish_record
 from laco.surgery import decoder, decoder_layers, parameter_count
+from laco.targets import depth_target
 
 LLAMA_LIKE = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -43,40 +42,6 @@ def require_llama_like(arch: Architecture, method: str) -> None:
 
 def calibration_batch(loaded, sentences: list[str]) -> dict:
     return tokenize(loaded.tokenizer, sentences, next(loaded.model.parameters()).device)
-
-
-# ---- targets ------------------------------------------------------------------------------------
-
-def depth_target(model: nn.Module, target_ratio: float | None, target_layers: int | None) -> tuple[int, dict]:
-    """Layers to keep, and the target as recorded. The granule is one layer."""
-    n = len(decoder_layers(model))
-    if target_ratio is not None and target_layers is not None:
-        raise LacoError("give either a target layer count or a target ratio, not both")
-    if target_ratio is not None:
-        keep = layers_for_ratio(model, target_ratio)
-        return keep, {"ratio": target_ratio, "layers": keep}
-    if target_layers is None:
-        raise LacoError("this method needs a target: target_ratio or target_layers")
-    if not 1 <= target_layers <= n:
-        raise LacoError(f"target of {target_layers} layers must lie in 1..{n}")
-    return target_layers, {"layers": target_layers}
-
-
-def parameter_target(model: nn.Module, target_ratio: float | None, target_layers: int | None) -> tuple[int, dict]:
-    """Parameters to remove, and the target as recorded. A layer target counts as the parameters
-    of that many decoder layers, so width methods can be matched to a depth method."""
-    if target_ratio is not None and target_layers is not None:
-        raise LacoError("give either a target layer count or a target ratio, not both")
-    total = parameter_count(model)
-    if target_ratio is not None:
-        if not 0 < target_ratio < 1:
-            raise LacoError(f"target ratio must lie in (0, 1), got {target_ratio}")
-        return round(target_ratio * total), {"ratio": target_ratio}
-    if target_layers is None:
-        raise LacoError("this method needs a target: target_ratio or target_layers")
-    layers = decoder_layers(model)
-    removed = (len(layers) - target_layers) * parameter_count(layers[0])
-    return removed, {"layers": target_layers, "ratio": removed / total}
 
 
 @dataclass(frozen=True)
@@ -221,29 +186,7 @@ def keep_mlp_channels(mlp: nn.Module, channels: torch.Tensor) -> None:
     mlp.down_proj = sliced_linear(mlp.down_proj, cols=channels)
 
 
-# ---- the record and reloading -------------------------------------------------------------------
-
-def outcome(
-    loaded,
-    method: str,
-    sentences: list[str],
-    *,
-    calibration_file: str | None,
-    config: dict,
-    target: dict,
-    params_before: int,
-    seed: int,
-    seconds: float,
-    loader: str = "transformers",
-    loadable: dict = STOCK_LOADABLE,
-    **details,
-) -> PruneOutcome:
-    """The pruned model with its provenance record: the common fields, then the method's details."""
-    record = common_record(loaded, method, sentences, calibration_file, config=config, target=target,
-                           params_before=params_before, seed=seed)
-    record.update(details)
-    return PruneOutcome(loaded.model, finish_record(record, prune_seconds=seconds, loader=loader, loadable=loadable))
-
+# ---- reloading -----------------------------------------------------------------------------------
 
 def loadable_out_of_tree(arch: Architecture, reason: str, vllm_architecture: str) -> dict:
     """`loadable` of an output stock transformers cannot load: the project's loader reloads it, and

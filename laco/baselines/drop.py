@@ -9,24 +9,22 @@ from __future__ import annotations
 
 from laco import LacoError
 from laco.baselines.common import reject_unknown
-from laco.prune import pruned_fingerprint
-from laco.pruners import PruneOutcome, laco_pruner
+from laco.prune import laco_outcome
+from laco.record import PruneOutcome
+
+ABLATION = "LaCo paper appendix B.6: the LaCo loop with layer deletion instead of merging"
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           paper_setting: str | None = None, C: int | None = None, L: int | None = None, H: int | None = None,
           I: int | None = None, T: float | None = None, engine: str = "cached",  # noqa: E741
-          compare_engines: bool = False, calibration_file: str | None = None, seed: int = 0, progress: bool = True,
-          **unknown) -> PruneOutcome:
+          compare_engines: bool = False, calibration_file: str | dict | None = None, seed: int = 0,
+          progress: bool = True, **unknown) -> PruneOutcome:
     """The laco pruner's parameters, except `merge` (always "drop")."""
     if "merge" in unknown:
         raise LacoError("drop always deletes (merge=drop); use the laco pruner for other merge modes")
     reject_unknown("drop", unknown)
-    result = laco_pruner(loaded, sentences, target_ratio=target_ratio, target_layers=target_layers, merge="drop",
-                         paper_setting=paper_setting, C=C, L=L, H=H, I=I, T=T, engine=engine,
-                         compare_engines=compare_engines, calibration_file=calibration_file, seed=seed, progress=progress)
-    record = result.record
-    record["method"] = "drop"
-    record["ablation"] = "LaCo paper appendix B.6: the LaCo loop with layer deletion instead of merging"
-    record["fingerprint"] = pruned_fingerprint(record)
-    return PruneOutcome(result.model, record)
+    return laco_outcome(loaded, sentences, method="drop", details={"ablation": ABLATION}, merge="drop",
+                        paper_setting=paper_setting, hyper={"C": C, "L": L, "H": H, "I": I, "T": T}, engine=engine,
+                        compare_engines=compare_engines, target_ratio=target_ratio, target_layers=target_layers,
+                        calibration_file=calibration_file, seed=seed, progress=progress)

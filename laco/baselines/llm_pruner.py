@@ -45,13 +45,12 @@ from laco.baselines.common import (
     keep_mlp_channels,
     load_restructured,
     loadable_out_of_tree,
-    outcome,
-    parameter_target,
     reject_unknown,
     require_llama_like,
 )
-from laco.pruners import STOCK_LOADABLE
+from laco.record import STOCK_LOADABLE, pruned
 from laco.surgery import decoder_layers, parameter_count
+from laco.targets import parameter_target
 
 LOADER = "laco.baselines.llm_pruner:load"
 NOT_STOCK_REASON = ("layers differ in width (layers outside the pruned range keep full width); a config holds one "
@@ -140,7 +139,7 @@ def widths(model: nn.Module) -> list[dict]:
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           layer_start: int | None = None, layer_end: int | None = None, uniform: bool = False,
-          calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
+          calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     """`layer_start`..`layer_end` (end exclusive) overrides the scaled default range; `uniform`
     prunes every layer alike (a stock-shaped output, recorded as a deviation from the paper)."""
     reject_unknown("llm-pruner", unknown)
@@ -174,12 +173,12 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
         cfg.head_dim = AttentionLayout.of(layers[0].self_attn).head_dim
         cfg.num_attention_heads, cfg.num_key_value_heads = w["attention_heads"], w["kv_heads"]
         cfg.intermediate_size = w["intermediate_size"]
-    return outcome(
-        loaded, "llm-pruner", sentences, calibration_file=calibration_file,
+    return pruned(
+        loaded, "llm-pruner", sentences, calibration=calibration_file,
         config={"importance": "taylor param_first: sum of |w * grad| over a unit, LM loss on the calibration set",
                 "units": "attention: whole KV groups with their query heads; MLP: intermediate channels",
                 "layer_range": [start, end], "uniform": uniform, "recovery_tuning": False},
-        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        target=target, params_before=params_before, seed=seed, prune_seconds=seconds,
         layer_range_rule="LLM-Pruner prunes range(4, 30) of Llama-7B's 32 layers; scaled: "
                          "round(4n/32)..round(30n/32), the first and last layer kept",
         removed_per_layer={"kv_groups": drop_groups, "mlp_channels": drop_channels},

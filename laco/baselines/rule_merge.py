@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 
 from laco import LacoError
-from laco.baselines.common import depth_target, outcome, reject_unknown
+from laco.baselines.common import reject_unknown
+from laco.collapse import CollapseConfig
 from laco.merge import MERGE_MODES
+from laco.record import pruned
 from laco.surgery import decoder_layers, parameter_count, set_layers
+from laco.targets import depth_target
 
 
 def groups_from_top(n_layers: int, n_remove: int, C: int) -> list[tuple[int, int]]:
@@ -31,13 +34,10 @@ def groups_from_top(n_layers: int, n_remove: int, C: int) -> list[tuple[int, int
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
-          C: int = 4, merge: str = "paper", calibration_file: str | None = None, seed: int = 0,
+          C: int = 4, merge: str = "paper", calibration_file: str | dict | None = None, seed: int = 0,
           progress: bool = True, **unknown):
     reject_unknown("rule-merge", unknown)
-    if merge not in MERGE_MODES:
-        raise LacoError(f"unknown merge mode {merge!r}; choose one of {', '.join(MERGE_MODES)}")
-    if C < 2:
-        raise LacoError(f"C must be at least 2, got {C}")
+    CollapseConfig(C=C, merge=merge).validate()  # the merge mode and group size as LaCo checks them
     model = loaded.model
     layers = list(decoder_layers(model))
     n = len(layers)
@@ -53,10 +53,10 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     seconds = time.perf_counter() - start
 
     sources = [[i] if i not in merged else list(range(i, i + dict(groups)[i] + 1)) for i in origin]
-    return outcome(
-        loaded, "rule-merge", sentences, calibration_file=calibration_file,
+    return pruned(
+        loaded, "rule-merge", sentences, calibration=calibration_file,
         config={"C": C, "merge": merge, "protected": f"layers 0..{n // 2 - 1} (the bottom half)"},
-        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        target=target, params_before=params_before, seed=seed, prune_seconds=seconds,
         ablation="LaCo paper appendix B.7: fixed groups merged from the top, no similarity check",
         merge_mode=merge, merge_mode_meaning=MERGE_MODES[merge].__doc__.strip().splitlines()[0],
         n_layers_before=n, n_layers_after=len(origin), layer_sources=sources,

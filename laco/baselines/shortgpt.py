@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 
-from laco.baselines.common import layer_profile, outcome, reject_unknown, start_depth_pruning
+from laco.baselines.common import layer_profile, reject_unknown, start_depth_pruning
+from laco.record import pruned
 from laco.surgery import delete_layers
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
-          calibration_file: str | None = None, seed: int = 0, progress: bool = True, **unknown):
+          calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("shortgpt", unknown)
     job = start_depth_pruning(loaded, sentences, target_ratio, target_layers)
     n = job.n_layers
@@ -26,10 +27,10 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     sliced = delete_layers(job.model, removed)
     seconds = time.perf_counter() - start
 
-    return outcome(
-        loaded, "shortgpt", sentences, calibration_file=calibration_file,
+    return pruned(
+        loaded, "shortgpt", sentences, calibration=calibration_file,
         config={"metric": "block influence, 1 - cos(h_in, h_out), mean over non-padding calibration tokens"},
-        target=job.target, params_before=job.params_before, seed=seed, seconds=seconds,
+        target=job.target, params_before=job.params_before, seed=seed, prune_seconds=seconds,
         block_influence=influence, removed_layers=removed, n_layers_before=n, n_layers_after=n - len(removed),
         sliced_config_keys=sliced,
     )

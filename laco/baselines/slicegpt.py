@@ -55,17 +55,12 @@ from tqdm.auto import tqdm
 
 from laco import LacoError
 from laco.architectures import ROLES, Architecture
-from laco.baselines.common import (
-    calibration_batch,
-    load_restructured,
-    loadable_out_of_tree,
-    outcome,
-    parameter_target,
-    reject_unknown,
-)
+from laco.baselines.common import calibration_batch, load_restructured, loadable_out_of_tree, reject_unknown
 from laco.calibration import require_tokens
 from laco.collapse import DenseTrace
+from laco.record import pruned
 from laco.surgery import decoder_layers, final_norm, parameter_count
+from laco.targets import parameter_target
 
 LOADER = "laco.baselines.slicegpt:load"
 NOT_STOCK_REASON = ("blocks run in a sliced width d' < config.hidden_size and every residual connection carries a "
@@ -331,7 +326,7 @@ def min_calibration_tokens(loaded, *, target_ratio: float | None = None, target_
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
-          slicing: float | None = None, damping: float = 0.01, calibration_file: str | None = None,
+          slicing: float | None = None, damping: float = 0.01, calibration_file: str | dict | None = None,
           seed: int = 0, progress: bool = True, **unknown):
     """Give a target (ratio or layer-equivalent) or `slicing`, the fraction of the hidden width to remove."""
     reject_unknown("slicegpt", unknown)
@@ -349,11 +344,11 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     kept = rotate_and_slice(model, batch, width, damping, progress)
     seconds = time.perf_counter() - start
 
-    return outcome(
-        loaded, "slicegpt", sentences, calibration_file=calibration_file,
+    return pruned(
+        loaded, "slicegpt", sentences, calibration=calibration_file,
         config={"slicing": 1 - width / hidden, "damping": damping,
                 "pca": "float64, damped by damping * mean(diag); signals taken sequentially from the sliced model"},
-        target=target, params_before=params_before, seed=seed, seconds=seconds,
+        target=target, params_before=params_before, seed=seed, prune_seconds=seconds,
         hidden_size=hidden, sliced_width=width, untied_embeddings=tied, energy_kept=kept,
         calibration_tokens=tokens, min_calibration_tokens=width, granule_parameters=granule,
         residual_multiplier=residual_multiplier(decoder_layers(model)[0]),
