@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -328,13 +328,12 @@ def find_threshold(
 ) -> dict:
     """The largest T whose search keeps at most `target_layers` layers, by bisection on T.
 
-    The paper cannot set the pruning ratio (its stated limitation); this makes it a target.
-    Similarities are memoised by (layer state, pointer), so searches that share a path of
-    decisions share their forwards. Returns T and every (T, layers kept) tried.
+    The paper cannot set the pruning ratio (its stated limitation); this makes it a target (checked
+    against the model by `laco.targets`). Similarities are memoised by (layer state, pointer), so
+    searches that share a path of decisions share their forwards. Returns T and every (T, layers
+    kept) tried.
     """
     n = len(layers)
-    if not 0 < target_layers <= n:
-        raise LacoError(f"target of {target_layers} layers must lie in 1..{n}")
     memo: dict = {}
     trials: list[dict] = []
 
@@ -344,29 +343,35 @@ def find_threshold(
         trials.append({"T": t, "layers": len(sources)})
         return len(sources)
 
-    lo, hi = 1e-9, 1.0
-    fewest = kept(lo)
+    lowest = 1e-9
+    fewest = kept(lowest)
     if fewest > target_layers:
         raise LacoError(
             f"cannot reach {target_layers} layers with C={cfg.C} L={cfg.L} H={cfg.H} I={cfg.I}: "
             f"merging every candidate leaves {fewest}"
         )
+    threshold = bisect_threshold(kept, target_layers, lowest, iterations, progress)
+    achieved = kept(threshold)
+    return {
+        "method": "bisection on T: the largest T whose search keeps at most the target layer count",
+        "target_layers": target_layers,
+        "T": threshold,
+        "achieved_layers": achieved,
+        "trials": trials,
+        "distinct_candidates": len(memo),
+    }
+
+
+def bisect_threshold(kept: Callable[[float], int], target_layers: int, lowest: float, iterations: int,
+                     progress: bool) -> float:
+    """The largest T in [lowest, 1] found with `kept(T) <= target_layers`, given that `lowest` meets it."""
+    lo, hi = lowest, 1.0
     if kept(hi) <= target_layers:
-        lo = hi
-    for _ in tqdm(range(iterations), desc="threshold search", disable=not progress or lo == hi, leave=False):
-        if lo == hi:
-            break
+        return hi
+    for _ in tqdm(range(iterations), desc="threshold search", disable=not progress, leave=False):
         mid = (lo + hi) / 2
         if kept(mid) <= target_layers:
             lo = mid
         else:
             hi = mid
-    achieved = kept(lo)
-    return {
-        "method": "bisection on T: the largest T whose search keeps at most the target layer count",
-        "target_layers": target_layers,
-        "T": lo,
-        "achieved_layers": achieved,
-        "trials": trials,
-        "distinct_candidates": len(memo),
-    }
+    return lo

@@ -145,21 +145,14 @@ def load_model(
     `device_map` (e.g. "auto") spreads a large model over several GPUs through accelerate;
     otherwise the model is moved to `device`.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
         raise LacoError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     source = resolve(spec, revision)
     folder = model_folder(source)
     hub = {"revision": source.revision or revision} if source.kind == "hub" else {}
-    try:
-        config = AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
-    except OSError as exc:
-        raise LacoError(f"model not found or not reachable: {spec} ({first_line(exc)})") from None
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc) and not trust_remote_code:
-            raise LacoError(f"{spec} ships its own modelling code: pass --trust-remote-code to allow it") from None
-        raise LacoError(f"cannot read the config of {spec}: {first_line(exc)}") from None
+    config = read_config(spec, folder, trust_remote_code, hub)
     inspect_config(config, trust_remote_code=trust_remote_code)  # an unsupported layout fails before loading
     # the tokenizer first: a folder without one fails before the weights are read
     try:
@@ -181,6 +174,20 @@ def load_model(
     if source.kind == "hub" and source.revision is None:
         source = ModelSource(spec, "hub", spec, revision=getattr(config, "_commit_hash", None))
     return LoadedModel(model, tokenizer, source, arch)
+
+
+def read_config(spec: str, folder: str | None, trust_remote_code: bool, hub: dict):
+    """The model's transformers config, or one line saying why it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder or spec, trust_remote_code=trust_remote_code, **hub)
+    except OSError as exc:
+        raise LacoError(f"model not found or not reachable: {spec} ({first_line(exc)})") from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise LacoError(f"{spec} ships its own modelling code: pass --trust-remote-code to allow it") from None
+        raise LacoError(f"cannot read the config of {spec}: {first_line(exc)}") from None
 
 
 def first_line(exc: Exception) -> str:

@@ -167,12 +167,7 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     seconds = time.perf_counter() - began
 
     layer_widths = widths(model)
-    same_widths = all(w == layer_widths[0] for w in layer_widths)
-    if same_widths:  # every layer pruned alike: a standard config describes it
-        cfg, w = model.config, layer_widths[0]
-        cfg.head_dim = AttentionLayout.of(layers[0].self_attn).head_dim
-        cfg.num_attention_heads, cfg.num_key_value_heads = w["attention_heads"], w["kv_heads"]
-        cfg.intermediate_size = w["intermediate_size"]
+    same_widths = config_for_uniform_widths(model, layer_widths)
     return pruned(
         loaded, "llm-pruner", sentences, calibration=calibration_file,
         config={"importance": "taylor param_first: sum of |w * grad| over a unit, LM loss on the calibration set",
@@ -188,6 +183,17 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
         loader="transformers" if same_widths else LOADER,
         loadable=STOCK_LOADABLE if same_widths else loadable_out_of_tree(loaded.arch, NOT_STOCK_REASON, VLLM_ARCHITECTURE),
     )
+
+
+def config_for_uniform_widths(model: nn.Module, layer_widths: list[dict]) -> bool:
+    """When every layer was pruned alike, a standard config describes the model: set it; say whether so."""
+    if any(w != layer_widths[0] for w in layer_widths):
+        return False
+    cfg, w = model.config, layer_widths[0]
+    cfg.head_dim = AttentionLayout.of(decoder_layers(model)[0].self_attn).head_dim
+    cfg.num_attention_heads, cfg.num_key_value_heads = w["attention_heads"], w["kv_heads"]
+    cfg.intermediate_size = w["intermediate_size"]
+    return True
 
 
 def restructure(model: nn.Module, record: dict) -> None:
