@@ -161,16 +161,17 @@ class Profile(Strict):
 
     @model_validator(mode="after")
     def _methods(self) -> Profile:
-        from laco.pruners import PRUNERS
+        from laco.pruners import registry
 
         labels: list[str] = []
+        registered = registry()  # the shipped methods and the plugins'
         for i, method in enumerate(self.methods):
             where = f"methods[{i}]"
-            if method.name not in PRUNERS:
-                close = difflib.get_close_matches(method.name, PRUNERS, n=1)
+            if method.name not in registered:
+                close = difflib.get_close_matches(method.name, registered, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"{where}.name: pruning method {method.name!r} is not registered{hint}; "
-                                 f"registered: {', '.join(PRUNERS)}")
+                                 f"registered: {', '.join(registered)}")
             method.label = method.label or method.name
             if not LABEL.match(method.label) or method.label == "dense":
                 raise ValueError(f"{where}.label: {method.label!r} must be a file-name-safe word other than 'dense'")
