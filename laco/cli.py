@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import importlib.util
 import sys
 
 from laco import LacoError
@@ -20,6 +21,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nightly": ("bench.nightly:main", "bench into a fresh dated run, report it, compare with the last one"),
 }
 
+# The base install judges runs (report, compare, gate); pruning and measuring need an extra, told
+# apart by the modules it brings (pyproject.toml's optional dependencies).
+PRUNE_MODULES = ("torch", "transformers", "safetensors", "accelerate", "gguf", "tqdm", "platformdirs")
+EXTRAS: dict[str, tuple[str, ...]] = {"prune": PRUNE_MODULES, "bench": (*PRUNE_MODULES, "lm_eval", "yaml")}
+NEEDS_EXTRA = {"prune": "prune", "baselines-compare": "bench", "bench": "bench", "nightly": "bench"}
+
+
+def missing_extra(command: str) -> str | None:
+    """The extra the command needs and this install lacks (None: it has what the command needs)."""
+    extra = NEEDS_EXTRA.get(command)
+    if extra is None:
+        return None
+    for module in EXTRAS[extra]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return extra
+        except (ImportError, ValueError):  # a module that cannot be found is as good as absent
+            return extra
+    return None
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -33,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         close = difflib.get_close_matches(name, COMMANDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(f"laco: error: unknown command {name!r}{hint}", file=sys.stderr)
+        return 2
+    extra = missing_extra(name)
+    if extra:
+        print(f"laco {name} needs the {extra!r} extra: pip install 'laco-bench[{extra}]'", file=sys.stderr)
         return 2
     module, func = COMMANDS[name][0].split(":")
     try:

@@ -11,11 +11,12 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 import torch
+
+from laco.config import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Your own method as a plugin"
