@@ -40,9 +40,9 @@ class PruneOutcome:
 def calibration_description(sentences: list[str], calibration: str | dict | None) -> dict:
     """Where the calibration texts came from, as recorded: from a path or description (None: the
     built-in sentences), or the caller's whole description (a `laco.calibration.text_record`, with
-    e.g. the documents it was drawn from), whose count and digest are those of `sentences`."""
+    e.g. the documents it was drawn from). The count and digest are always those of `sentences`."""
     if isinstance(calibration, dict):
-        return {**text_record(sentences, calibration.get("file")), **calibration}
+        return {**calibration, **text_record(sentences, calibration.get("file"))}
     return text_record(sentences, calibration)
 
 
