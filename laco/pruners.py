@@ -104,6 +104,15 @@ def calibration_tokens_needed(name: str, loaded, *, target_ratio: float | None =
     return need(loaded, target_ratio=target_ratio, target_layers=target_layers, **params)
 
 
+def vllm_overrides_for(record: dict, folder) -> dict | None:
+    """What vLLM must be told beyond the saved config to serve a pruned output (None: nothing). A pruner
+    module whose outputs no stock architecture describes declares it as `vllm_overrides(record, folder)`."""
+    name = record.get("method")
+    module = importlib.import_module(PRUNERS[name].split(":")[0]) if name in PRUNERS else None
+    declared = getattr(module, "vllm_overrides", None)
+    return declared(record, folder) if declared else None
+
+
 STOCK_LOADABLE = {"transformers": True, "vllm": True, "reason": "standard config and tensor shapes"}
 
 
