@@ -73,7 +73,7 @@ def interleave(timers: Sequence, rounds: int, warmup: int, clock: Callable[[], f
     return {"rounds": rounds, "warmup": warmup, "labels": labels, "order": order, "results": results}
 
 
-def throughput(timer, done: dict) -> dict:
+def throughput_of(timer, done: dict) -> dict:
     """A throughput timer's rounds of `done` (interleave's result): per-round results, each with its
     batch size, and rates, and median / min / max of each rate."""
     return summarise([{**result, "batch_size": batch_size_of(timer, result)} for result in done["results"][timer.label]])

@@ -146,7 +146,7 @@ class HfTiming:
         s = self.settings
         return {"engine": s["engine"], **{k: s[k] for k in WORKLOAD}, "resident": self.policy["resident"],
                 "interleaved_with": done["labels"], "convention": rounds_module.CONVENTION,
-                **rounds_module.throughput(timer, done), "resident_reason": self.policy["reason"], "order": done["order"]}
+                **rounds_module.throughput_of(timer, done), "resident_reason": self.policy["reason"], "order": done["order"]}
 
 
 def timing(settings: dict, ctx) -> HfTiming:

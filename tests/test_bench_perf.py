@@ -47,12 +47,12 @@ def test_rounds_interleave_every_model_in_the_same_order_warmup_first():
         for p, label in enumerate(["dense", "m1", "m2"])]
     assert [o["started"] for o in order] == list(range(15))  # one clock reading per call, in call order
     # warm-up calls are not in the results: dense's timed calls are its 3rd..5th (3, 4, 5 s)
-    dense = rounds.throughput(timers[0], result)
+    dense = rounds.throughput_of(timers[0], result)
     assert [r["total_s"] for r in dense["per_round"]["results"]] == [3.0, 4.0, 5.0]
     assert {r["batch_size"] for r in dense["per_round"]["results"]} == {2}  # the timer's own batch size
     assert dense["per_round"]["output_tokens_per_s"] == pytest.approx([10 / 3, 10 / 4, 10 / 5])
     assert dense["output_tokens_per_s"] == pytest.approx({"median": 2.5, "min": 2.0, "max": 10 / 3})
-    m2 = rounds.throughput(timers[2], result)
+    m2 = rounds.throughput_of(timers[2], result)
     assert m2["per_round"]["total_tokens_per_s"] == pytest.approx([30 / 12, 30 / 16, 30 / 20])
 
 

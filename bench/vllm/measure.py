@@ -6,8 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 from bench import throughput
-from bench.rounds import CONVENTION, measure_phase
-from bench.rounds import throughput as round_rates
+from bench.rounds import CONVENTION, measure_phase, throughput_of
 from bench.subject import Outcome
 from bench.vllm.client import EngineUnavailable, VllmSession, model_job, run_worker, unavailable
 
@@ -62,7 +61,7 @@ class VllmTiming:
         s = self.settings
         return {"engine": "vllm", "vllm_version": s["vllm"]["version"], "prefix_caching": False,
                 **{k: s[k] for k in throughput.WORKLOAD}, "resident": True, "interleaved_with": done["labels"],
-                "convention": CONVENTION, "order": done["order"], **round_rates(session, done),
+                "convention": CONVENTION, "order": done["order"], **throughput_of(session, done),
                 "load_seconds": session.load_seconds}
 
 
