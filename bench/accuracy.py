@@ -17,28 +17,28 @@ from laco.provenance import fingerprint
 
 
 def settings(ctx) -> dict:
-    acc = ctx.profile["accuracy"]
+    acc = ctx.profile.accuracy
     prepared = ctx.tasks()
     tasks = {
-        name: {"limit": opts.get("limit"), "num_fewshot": opts.get("num_fewshot") or 0,
-               "metric": opts.get("metric") or prepared.metrics.get(name) or default_metric(name)}
-        for name, opts in acc["tasks"].items() if name in prepared.available
+        name: {"limit": opts.limit, "num_fewshot": opts.num_fewshot or 0,
+               "metric": opts.metric or prepared.metrics.get(name) or default_metric(name)}
+        for name, opts in acc.tasks.items() if name in prepared.available
     }
     out = {
-        "backend": acc["backend"],
-        "batch_size": acc["batch_size"],
-        "max_length": acc["max_length"],
-        "bootstrap_iters": acc["bootstrap_iters"],
+        "backend": acc.backend,
+        "batch_size": acc.batch_size,
+        "max_length": acc.max_length,
+        "bootstrap_iters": acc.bootstrap_iters,
         "tasks": tasks,
         "data": {name: prepared.data.get(name) for name in tasks},
-        "not_available": {k: v for k, v in prepared.not_available.items() if k in acc["tasks"] or k in NOT_IN_LM_EVAL},
+        "not_available": {k: v for k, v in prepared.not_available.items() if k in acc.tasks or k in NOT_IN_LM_EVAL},
         "notes": {k: v for k, v in prepared.notes.items() if k in tasks},
         "lm_eval": metadata.version("lm_eval"),
-        "dtype": ctx.profile["model"]["dtype"],
+        "dtype": ctx.profile.model.dtype,
         "device": model_device(ctx.dense_load_args()),
-        "seed": ctx.profile["seed"],
+        "seed": ctx.profile.seed,
     }
-    if acc["backend"] == "vllm":
+    if acc.backend == "vllm":
         out["vllm"] = ctx.vllm_settings()
     return out
 
@@ -73,9 +73,9 @@ def evaluate(subject, tasks: dict, settings: dict, ctx) -> dict | Outcome:
                   cache_path=cache_path, seed=settings.get("seed", 0),
                   bootstrap_iters=settings.get("bootstrap_iters", 0))
     if settings["backend"] == "vllm":
-        from bench import vllm_engine
+        from bench.vllm.measure import run_accuracy
 
-        return vllm_engine.run_accuracy(subject, tasks, common, settings, ctx)
+        return run_accuracy(subject, tasks, common, settings, ctx)
     from lm_eval.models.huggingface import HFLM
 
     from bench.shared_context_lm import SharedContextLM

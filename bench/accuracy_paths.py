@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from laco import atomic
+
 BACKENDS = ("hf", "hf-shared")
 
 
@@ -167,12 +169,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default=".", help="where the generated task YAMLs go")
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    result = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(args.out, json.dumps(run(args), indent=1))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from bench import perplexity
-from laco import LacoError
+from laco import LacoError, atomic
 
 BASELINES = ("drop", "rule-merge", "shortgpt", "come", "llm-pruner", "slicegpt")
 WIKITEXT = perplexity.RAW_FILE
@@ -145,9 +145,6 @@ def main(argv: list[str]) -> int:
     rows = compare_at_laco_ratio(args.model, methods=args.methods, window=args.window, n_windows=args.windows,
                                  data=args.data, out=args.out)
     print(tabulate(rows, headers="keys", floatfmt=".4g"))
-    if args.json:  # atomic: a temp file beside the target, then a rename
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out)
+    if args.json:
+        atomic.write_text(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

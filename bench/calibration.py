@@ -13,13 +13,14 @@ from functools import lru_cache
 from laco import LacoError
 
 
-def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tuple[list[str], dict]:
+def calibration_texts(settings, data_dir: str | None, profile) -> tuple[list[str], dict]:
+    """The texts of `settings` (a bench.profile.CalibrationSettings) and their record; `profile`: the run's."""
     from laco.calibration import load_calibration, wikitext_calibration
 
-    documents = settings.get("wikitext_documents")
+    documents = settings.wikitext_documents
     if documents is None:
-        return load_calibration(settings.get("file"), settings.get("field"))
-    if settings.get("file"):
+        return load_calibration(settings.file, settings.field)
+    if settings.file:
         raise LacoError("calibration: give either a file or wikitext_documents, not both")
     if data_dir is None:
         raise LacoError("calibration.wikitext_documents needs --data-dir (the documents are read from it)")
@@ -36,12 +37,12 @@ def calibration_texts(settings: dict, data_dir: str | None, profile: dict) -> tu
                         f"documents up to {unread - 1}: start at {unread} or later so calibration and evaluation "
                         "share no text")
     texts, record = wikitext_calibration(first, last, data_dir)
-    unit = settings.get("unit", "paragraph")
+    unit = settings.unit
     if unit == "sentence":
         texts = [sentence for paragraph in texts for sentence in split_sentences(paragraph)]
-    if settings.get("sample") is None:
+    if settings.sample is None:
         return texts, record if unit == "paragraph" else _record(texts, record, unit, None, None)
-    return sample_texts(texts, record, settings["sample"], settings.get("seed", 0), unit)
+    return sample_texts(texts, record, settings.sample, settings.seed, unit)
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -71,12 +72,11 @@ def _record(texts: list[str], record: dict, unit: str, n: int | None, seed: int 
                        **({"drawn": chosen} if chosen is not None else {}))
 
 
-def first_unread_document(profile: dict, data_dir: str) -> int:
-    p = profile["perplexity"]
-    n_windows = p["n_windows"] if p["n_windows"] is not None else 10**9
-    lm_eval_docs = (p["lm_eval_limit"] or 62) if p["lm_eval_wikitext"] else 0
-    return _first_unread(profile["model"]["spec"], profile["model"].get("revision"), p["window"], n_windows,
-                         lm_eval_docs, data_dir)
+def first_unread_document(profile, data_dir: str) -> int:
+    p = profile.perplexity
+    n_windows = p.n_windows if p.n_windows is not None else 10**9
+    lm_eval_docs = (p.lm_eval_limit or 62) if p.lm_eval_wikitext else 0
+    return _first_unread(profile.model.spec, profile.model.revision, p.window, n_windows, lm_eval_docs, data_dir)
 
 
 @lru_cache(maxsize=8)

@@ -52,10 +52,9 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
 
 def settings(ctx) -> dict:
     """The throughput workload, whose FLOPs are counted (read from the profile's throughput table)."""
-    t = ctx.profile["throughput"]
-    return {"counter": COUNTER, "torch": torch.__version__,
-            **{k: t[k] for k in ("batch_size", "input_len", "output_len")},
-            "dtype": ctx.profile["model"]["dtype"], "device": model_device(ctx.dense_load_args())}
+    t = ctx.profile.throughput
+    return {"counter": COUNTER, "torch": torch.__version__, "batch_size": t.batch_size, "input_len": t.input_len,
+            "output_len": t.output_len, "dtype": ctx.profile.model.dtype, "device": model_device(ctx.dense_load_args())}
 
 
 def measure(subject, settings: dict, ctx) -> Outcome:

@@ -38,16 +38,7 @@ def run_lm_eval(
     from lm_eval.utils import hash_string
 
     manager = TaskManager(include_defaults=include_builtin, include_path=task_folder)
-    objects, samples, subtasks = [], {}, {}
-    for name, opts in tasks.items():
-        loaded = manager.load([name])
-        top = loaded["groups"].get(name) or loaded["tasks"][name]
-        objects.append(top)
-        subtasks[name] = sorted(loaded["tasks"])
-        for leaf_name, leaf in loaded["tasks"].items():
-            leaf.set_config(key="num_fewshot", value=opts.get("num_fewshot") or 0)
-            if opts.get("limit") is not None:  # the first N items, as lm-eval's own --limit takes them
-                samples[leaf_name] = list(range(min(opts["limit"], len(leaf.eval_docs))))
+    objects, samples, subtasks = load_tasks(manager, tasks)
     out = lm_eval.simple_evaluate(
         model=lm,
         model_args=model_args,
@@ -71,6 +62,21 @@ def run_lm_eval(
     n = {task: int(v.get("effective", v.get("original", 0))) for task, v in out.get("n-samples", {}).items()}
     items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
     return {"results": _plain(out["results"]), "n": n, "task_hashes": task_hashes, "subtasks": subtasks, "items": items}
+
+
+def load_tasks(manager, tasks: dict[str, dict]) -> tuple[list, dict, dict]:
+    """lm-eval's task objects of `tasks` with their few-shot counts set, the items each leaf task
+    is limited to, and each task's leaf tasks."""
+    objects, samples, subtasks = [], {}, {}
+    for name, opts in tasks.items():
+        loaded = manager.load([name])
+        objects.append(loaded["groups"].get(name) or loaded["tasks"][name])
+        subtasks[name] = sorted(loaded["tasks"])
+        for leaf_name, leaf in loaded["tasks"].items():
+            leaf.set_config(key="num_fewshot", value=opts.get("num_fewshot") or 0)
+            if opts.get("limit") is not None:  # the first N items, as lm-eval's own --limit takes them
+                samples[leaf_name] = list(range(min(opts["limit"], len(leaf.eval_docs))))
+    return objects, samples, subtasks
 
 
 ITEM_METRICS = ("acc", "acc_norm")

@@ -32,12 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(ctx) -> dict:
-    m = ctx.profile["memory"]
+    m = ctx.profile.memory
     return {"workload": "forward(prompt) + generate(new_tokens, greedy, EOS ignored)",
-            "prompt_len": m["prompt_len"], "new_tokens": m["new_tokens"], "batch_size": m["batch_size"],
-            "timeout_s": m.get("timeout_s", DEFAULT_TIMEOUT_S),  # a newer profile key, read so older profiles work
-            "dtype": ctx.profile["model"]["dtype"], "device": model_device(ctx.dense_load_args()),
-            "seed": ctx.profile["seed"]}
+            "prompt_len": m.prompt_len, "new_tokens": m.new_tokens, "batch_size": m.batch_size, "timeout_s": m.timeout_s,
+            "dtype": ctx.profile.model.dtype, "device": model_device(ctx.dense_load_args()), "seed": ctx.profile.seed}
 
 
 def measure(subject, settings: dict, ctx) -> Outcome:

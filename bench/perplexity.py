@@ -24,25 +24,25 @@ HUB_SOURCE = "Salesforce/wikitext wikitext-2-raw-v1 test (downloaded)"
 
 
 def settings(ctx) -> dict:
-    p = ctx.profile["perplexity"]
+    p = ctx.profile.perplexity
     raw = Path(ctx.data_dir) / RAW_FILE if ctx.data_dir else None
     out = {
         "dataset": "wikitext-2 test",
         "source": str(raw) if raw else HUB_SOURCE,
         "data": file_sha256(raw) if raw and raw.is_file() else None,
-        "window": p["window"],
-        "n_windows": p["n_windows"],
-        "batch_size": p["batch_size"],
+        "window": p.window,
+        "n_windows": p.n_windows,
+        "batch_size": p.batch_size,
         "bos": False,
-        "dtype": ctx.profile["model"]["dtype"],
+        "dtype": ctx.profile.model.dtype,
         "device": model_device(ctx.dense_load_args()),
     }
-    if p["lm_eval_wikitext"]:
+    if p.lm_eval_wikitext:
         prepared = ctx.tasks()
         out["lm_eval_wikitext"] = {
-            "limit": p["lm_eval_limit"], "max_length": p["lm_eval_max_length"], "lm_eval": metadata.version("lm_eval"),
+            "limit": p.lm_eval_limit, "max_length": p.lm_eval_max_length, "lm_eval": metadata.version("lm_eval"),
             "data": prepared.data.get("wikitext"), "not_available": prepared.not_available.get("wikitext"),
-            "batch_size": ctx.profile["accuracy"]["batch_size"], "seed": ctx.profile["seed"],
+            "batch_size": ctx.profile.accuracy.batch_size, "seed": ctx.profile.seed,
         }
     return out
 

@@ -3,8 +3,8 @@
 A profile names the model, the pruning methods in the order they run, and the settings of each
 measurement. It is parsed into the declared schema below (`laco.config`): everything left out takes
 the defaults written here, and a typo, a missing key or a wrong type is one line naming the file and
-the key, before anything is loaded or measured. The resolved profile (a plain dict) is stored in
-run.json and is what the measurements read.
+the key, before anything is loaded or measured. The measurements read the typed `Profile`; run.json
+stores it as a plain dict (`Profile.model_dump()`), which is what the suites read.
 """
 
 from __future__ import annotations
@@ -231,26 +231,31 @@ def profile_path(name_or_path: str) -> tuple[str, Path]:
     return name_or_path, Path(str(entry))
 
 
-def load_profile(name_or_path: str) -> tuple[str, dict]:
-    """Read and resolve a profile by shipped name or by .toml path; returns (name, profile dict)."""
+def load_profile(name_or_path: str) -> tuple[str, Profile]:
+    """Read and resolve a profile by shipped name or by .toml path; returns (name, profile)."""
     name, path = profile_path(name_or_path)
-    return name, resolve_profile(read_toml(path, "profile"), path)
+    return name, parse_profile(read_toml(path, "profile"), path)
 
 
-def resolve_profile(raw: dict, where: str | Path = "profile") -> dict:
-    """The profile with every default filled in, as the plain dict the bench stores and reads."""
-    profile = validate(raw, Profile, where).model_dump()
-    for method in profile["methods"]:
-        method["point"] = method["point"] or default_point(method, profile["methods"])
+def parse_profile(raw: dict, where: str | Path = "profile") -> Profile:
+    """The profile with every default filled in, each method's ratio point among them: what the bench reads."""
+    profile = validate(raw, Profile, where)
+    for method in profile.methods:
+        method.point = method.point or default_point(method, profile.methods)
     return profile
 
 
-def default_point(method: dict, methods: list[dict]) -> str:
+def resolve_profile(raw: dict, where: str | Path = "profile") -> dict:
+    """The resolved profile as the plain dict run.json stores (and the suites read)."""
+    return parse_profile(raw, where).model_dump()
+
+
+def default_point(method: MethodSettings, methods: list[MethodSettings]) -> str:
     """Models matched to another share its ratio point; others are a point of their own."""
-    target = method["target"]
+    target = method.target
     if isinstance(target, str):
-        other = next(m for m in methods if m["label"] == target.removeprefix("match:"))
-        return other["point"] or default_point(other, methods)
+        other = next(m for m in methods if m.label == target.removeprefix("match:"))
+        return other.point or default_point(other, methods)
     if isinstance(target, float):
         return f"{target:.0%}"
-    return method["label"]
+    return method.label

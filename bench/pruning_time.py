@@ -12,45 +12,58 @@ same model (parameter count) is an error, not a timing.
 from __future__ import annotations
 
 import statistics
+from contextlib import contextmanager
 
 from bench.subject import Outcome
 
 
 def settings(ctx) -> dict:
     return {"source": "pruner record: prune_seconds (the pruning step alone)", "protocol": "interleaved rounds",
-            "rounds": ctx.profile["pruning_time"]["repeats"], "device": ctx.profile["model"]["device"],
-            "dtype": ctx.profile["model"]["dtype"]}
+            "rounds": ctx.profile.pruning_time.repeats, "device": ctx.profile.model.device,
+            "dtype": ctx.profile.model.dtype}
 
 
-def measure_phase(subjects: list, settings: dict, ctx) -> dict[str, Outcome]:
-    """Every pruned model's pruner run again, round-robin, `rounds` times (the runner leaves dense out)."""
-    pruned = [s for s in subjects if s.method != "dense"]
-    outcomes: dict[str, Outcome] = {}
-    timable = [s for s in pruned if s.prune_call]
-    for s in pruned:
-        if not s.prune_call:
-            outcomes[s.key] = Outcome.not_available("no recorded pruner call to time again (pruned by older code)")
-    timings: dict[str, list[float]] = {s.key: [] for s in timable}
-    for _ in range(settings["rounds"]):
-        for s in timable:
-            timings[s.key].append(prune_again(s.prune_call, ctx, s.record["parameters"]["after"]))
-    for s in timable:
-        outcomes[s.key] = Outcome("ok", None, {
-            "seconds": statistics.median(timings[s.key]), "repeats": timings[s.key],
-            "first": float(s.record["prune_seconds"]), "interleaved_with": [x.key for x in timable],
-            "per_round": {"seconds": timings[s.key], "results": [{"total_s": t} for t in timings[s.key]]},
-            "engine_comparison": s.record.get("engine_comparison")})
-    return outcomes
+class PruneTimer:
+    """One method's pruner run again on a fresh dense copy: its `prune_seconds` is the timing."""
+
+    def __init__(self, subject, ctx):
+        self.label, self.subject, self.ctx = subject.key, subject, ctx
+
+    def time_batch(self) -> dict:
+        return {"total_s": prune_again(self.subject.prune_call, self.ctx, self.subject.record["parameters"]["after"])}
+
+
+class PruningTiming:
+    """The pruning-time phase (bench.rounds.measure_phase): every pruned model's pruner run again,
+    round-robin, `rounds` times, no warm-up (dense takes no part)."""
+
+    def __init__(self, settings: dict, ctx):
+        self.ctx, self.rounds, self.warmup = ctx, settings["rounds"], 0
+
+    @contextmanager
+    def timers(self, subjects: list):
+        pruned = [s for s in subjects if s.method != "dense"]
+        outcomes = {s.key: Outcome.not_available("no recorded pruner call to time again (pruned by older code)")
+                    for s in pruned if not s.prune_call}
+        yield [PruneTimer(s, self.ctx) for s in pruned if s.prune_call], outcomes
+
+    def values(self, timer: PruneTimer, done: dict) -> dict:
+        timings = [result["total_s"] for result in done["results"][timer.label]]
+        record = timer.subject.record
+        return {"seconds": statistics.median(timings), "repeats": timings, "first": float(record["prune_seconds"]),
+                "interleaved_with": done["labels"],
+                "per_round": {"seconds": timings, "results": [{"total_s": t} for t in timings]},
+                "engine_comparison": record.get("engine_comparison")}
+
+
+def timing(settings: dict, ctx) -> PruningTiming:
+    return PruningTiming(settings, ctx)
 
 
 def prune_again(call: dict, ctx, expected_parameters: int) -> float:
-    from laco.loading import load_model
     from laco.pruners import get_pruner
 
-    m = ctx.profile["model"]
-    loaded = load_model(m["spec"], dtype=m["dtype"], device=m["device"], revision=m.get("revision"),
-                        trust_remote_code=m["trust_remote_code"], device_map=m["device_map"])
-    outcome = get_pruner(call["name"])(loaded, call["sentences"], progress=False, **call["kwargs"])
+    outcome = get_pruner(call["name"])(ctx.load_dense(), call["sentences"], progress=False, **call["kwargs"])
     after, seconds = outcome.record["parameters"]["after"], float(outcome.record["prune_seconds"])
     if after != expected_parameters:
         raise RuntimeError(f"pruning again gave {after} parameters, the run's model has {expected_parameters}")

@@ -12,7 +12,7 @@ a result of other code is re-measured unless the caller allows reuse explicitly,
 it. A failed measurement replaces the previous file of that (model, measurement) with a "failed"
 record, so no later step can read a number the current code did not produce.
 
-Every file is renamed into place only when complete, so a process killed at any point loses at most
+Every file is renamed into place only when complete (laco.atomic), so a process killed at any point loses at most
 the measurement that was in flight; the temporary files such a kill leaves are removed when the run
 is opened again.
 """
@@ -20,39 +20,18 @@ is opened again.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from laco import atomic
 from laco.provenance import code_identity, device_info, fingerprint, library_versions
 
 RESULT_STATUSES = ("ok", "n/a", "failed")
-TEMP_SUFFIX = ".tmp"
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def atomic_write_json(path: Path, obj: dict, *, compact: bool = False) -> Path:
-    """Write JSON to a temp file beside `path`, flush it to disk, then rename it into place.
-    `compact`: one line (results carry per-item and per-window lists)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            text = json.dumps(obj, separators=(",", ":"), default=str) if compact else json.dumps(obj, indent=1, default=str)
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for every reader
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_json(path: Path) -> dict | None:
@@ -105,29 +84,17 @@ class RunStore:
             "seed": seed,
             "data_dir": data_dir,
         }
-        atomic_write_json(self.root / "run.json", run)
+        atomic.write_json(self.root / "run.json", run)
         return run
 
     def finish(self) -> None:
         run = read_json(self.root / "run.json") or {}
         run["finished"] = now()
-        atomic_write_json(self.root / "run.json", run)
+        atomic.write_json(self.root / "run.json", run)
 
     def clean_temporaries(self) -> list[Path]:
-        """Remove what a killed process left: temp JSON files and half-written weight folders."""
-        removed = []
-        if not self.root.is_dir():
-            return removed
-        for tmp in self.root.rglob(f".*{TEMP_SUFFIX}"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
-        weights = self.root / "weights"
-        if weights.is_dir():
-            for folder in weights.glob(".*.tmp-*"):
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        return removed
+        """Remove what a killed process left (laco.atomic's temporaries): JSON files and weight folders half written."""
+        return atomic.clean_temporaries(self.root)
 
     # -- models/<key>.json --------------------------------------------------------------------
     def model_path(self, key: str) -> Path:
@@ -137,7 +104,7 @@ class RunStore:
         return read_json(self.model_path(key))
 
     def write_model(self, doc: dict) -> Path:
-        return atomic_write_json(self.model_path(doc["key"]), doc)
+        return atomic.write_json(self.model_path(doc["key"]), doc)
 
     def forget_model(self, key: str) -> None:
         """A failed prune: its earlier record and weights must not be read by any later step."""
@@ -175,4 +142,4 @@ class RunStore:
         if doc["status"] not in RESULT_STATUSES:
             raise ValueError(f"result status must be one of {RESULT_STATUSES}, got {doc['status']!r}")
         doc.setdefault("code", code_key())
-        return atomic_write_json(self.result_path(doc["model"], doc["measurement"]), doc, compact=True)
+        return atomic.write_json(self.result_path(doc["model"], doc["measurement"]), doc, compact=True)  # long lists

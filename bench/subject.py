@@ -58,10 +58,7 @@ class Subject:
 
 def load(args: dict):
     if args["kind"] == "dense":
-        from laco.loading import load_model
-
-        loaded = load_model(args["spec"], dtype=args["dtype"], device=args["device"], revision=args.get("revision"),
-                            trust_remote_code=args.get("trust_remote_code", False), device_map=args.get("device_map"))
+        loaded = load_dense(args)
         return loaded.model, loaded.tokenizer
     from laco.pruners import load_pruned
 
@@ -71,6 +68,14 @@ def load(args: dict):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def load_dense(args: dict):
+    """A fresh copy of the dense model of `args` (kind "dense"), as laco.loading loads it: a LoadedModel."""
+    from laco.loading import load_model
+
+    return load_model(args["spec"], dtype=args["dtype"], device=args["device"], revision=args.get("revision"),
+                      trust_remote_code=args.get("trust_remote_code", False), device_map=args.get("device_map"))
 
 
 def dense_folder(source) -> str:

@@ -13,13 +13,12 @@ outside the table is looked up among lm-eval's built-in tasks (online only).
 
 from __future__ import annotations
 
-import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from laco import LacoError
+from laco import LacoError, atomic
 from laco.provenance import file_sha256, fingerprint
 
 try:
@@ -265,7 +264,4 @@ def _write_group(name: str, group: GroupEntry, builtin: Path, data_root, folder:
 
 
 def _dump(path: Path, config: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))

@@ -1,4 +1,4 @@
-"""Throughput in tokens/s, engine `hf` (transformers generate); engine `vllm` is `bench.vllm_engine`.
+"""Throughput in tokens/s, engine `hf` (transformers generate); engine `vllm` is `bench.vllm.measure`.
 
 The vLLM benchmark habit: a fixed batch of random prompts of `input_len` tokens, exactly
 `output_len` new tokens each (EOS ignored: min_new_tokens = max_new_tokens), greedy, untimed
@@ -7,8 +7,8 @@ to the first token (the prefill) is stamped inside the same generate call by a s
 generate hands the prompt first and then every new token, so prefill and decode are timed
 apart (see `bench.rounds` for the rates and their convention).
 
-`HfTimer` times one batch of one model, the unit `bench.rounds.run_rounds` interleaves across
-the models of a run. It keeps its model resident or loads it again for every call (`resident`);
+`HfTimer` times one batch of one model, the unit `bench.rounds` interleaves across the models
+of a run. It keeps its model resident or loads it again for every call (`resident`);
 `resident_policy` says which the memory allows. The loop is timed by hand with perf_counter:
 pytest-benchmark times test functions, not a CLI measurement.
 """
@@ -17,23 +17,24 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from bench import rounds as rounds_module
-from bench.subject import Outcome, model_device
+from bench.subject import model_device
 
 MB = 1024 * 1024
 RESIDENT_FRACTION = 0.5  # models stay resident when their parameters take at most this share of free memory
-DEFAULT_ROUNDS = 5
+WORKLOAD = ("batch_size", "input_len", "output_len", "rounds", "warmup")
 
 
 def settings(ctx, engine: str = "hf") -> dict:
-    t = ctx.profile["throughput"]
-    out = {"engine": engine, **{k: t[k] for k in ("batch_size", "input_len", "output_len", "warmup", "rounds", "resident")},
-           "dtype": ctx.profile["model"]["dtype"], "device": model_device(ctx.dense_load_args()),
-           "seed": ctx.profile["seed"]}
+    t = ctx.profile.throughput
+    out = {"engine": engine, "batch_size": t.batch_size, "input_len": t.input_len, "output_len": t.output_len,
+           "warmup": t.warmup, "rounds": t.rounds, "resident": t.resident, "dtype": ctx.profile.model.dtype,
+           "device": model_device(ctx.dense_load_args()), "seed": ctx.profile.seed}
     if engine == "hf" and out["device"] == "cpu":
         out["torch_threads"] = torch.get_num_threads()
         out["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY")
@@ -128,31 +129,36 @@ def free_memory_mb(device: str) -> float | None:
     return None
 
 
-def measure_interleaved(subjects: list, settings: dict, resident: bool) -> dict:
-    """Every subject timed in one phase of interleaved rounds (dense first): {label: Outcome}
-    and the order of the calls: {"outcomes", "order"}. The caller picks `resident`
-    (`resident_policy`) and releases resident models after the phase."""
-    timers = [HfTimer(subject, settings, resident) for subject in subjects]
-    result = rounds_module.run_rounds(timers, settings["rounds"], settings["warmup"])
-    common = {"engine": settings["engine"], "batch_size": settings["batch_size"], "input_len": settings["input_len"],
-              "output_len": settings["output_len"], "rounds": settings["rounds"], "warmup": settings["warmup"],
-              "resident": resident, "interleaved_with": [s.key for s in subjects], "convention": result["convention"]}
-    outcomes = {label: Outcome("ok", None, {**common, **values}) for label, values in result["per_label"].items()}
-    return {"outcomes": outcomes, "order": result["order"]}
+class HfTiming:
+    """The HF phase (bench.rounds.measure_phase): every model of the run in interleaved rounds,
+    resident when the memory allows (`resident = "auto"`) or as the profile says."""
+
+    def __init__(self, settings: dict):
+        self.settings, self.rounds, self.warmup = settings, settings["rounds"], settings["warmup"]
+        self.policy: dict = {}
+
+    @contextmanager
+    def timers(self, subjects: list):
+        self.policy = resident_choice(subjects, self.settings)
+        yield [HfTimer(subject, self.settings, self.policy["resident"]) for subject in subjects], {}
+
+    def values(self, timer: HfTimer, done: dict) -> dict:
+        s = self.settings
+        return {"engine": s["engine"], **{k: s[k] for k in WORKLOAD}, "resident": self.policy["resident"],
+                "interleaved_with": done["labels"], "convention": rounds_module.CONVENTION,
+                **rounds_module.throughput_of(timer, done), "resident_reason": self.policy["reason"], "order": done["order"]}
 
 
-def measure_phase(subjects: list, settings: dict, ctx) -> dict[str, Outcome]:
-    """The runner's throughput phase: every model of the run in interleaved rounds, resident when the
-    memory allows (`resident = "auto"`) or as the profile says."""
-    if settings["resident"] == "auto":
-        bytes_per = 2 if settings["dtype"] in ("float16", "bfloat16") else 4
-        policy = resident_policy([parameter_count(s) * bytes_per / MB for s in subjects], free_memory_mb(settings["device"]))
-    else:
-        policy = {"resident": bool(settings["resident"]), "reason": "as the profile says"}
-    result = measure_interleaved(subjects, settings, policy["resident"])
-    for outcome in result["outcomes"].values():
-        outcome.values.update(resident_reason=policy["reason"], order=result["order"])
-    return result["outcomes"]
+def timing(settings: dict, ctx) -> HfTiming:
+    return HfTiming(settings)
+
+
+def resident_choice(subjects: list, settings: dict) -> dict:
+    """`resident_policy` for the models of a phase, unless the profile says."""
+    if settings["resident"] != "auto":
+        return {"resident": bool(settings["resident"]), "reason": "as the profile says"}
+    bytes_per = 2 if settings["dtype"] in ("float16", "bfloat16") else 4
+    return resident_policy([parameter_count(s) * bytes_per / MB for s in subjects], free_memory_mb(settings["device"]))
 
 
 def parameter_count(subject) -> int:
@@ -162,11 +168,6 @@ def parameter_count(subject) -> int:
         return params["after"]
     model, _ = subject.model_and_tokenizer()
     return sum(p.numel() for p in model.parameters())
-
-
-def measure(subject, settings: dict, ctx) -> Outcome:
-    """One model alone: its rounds, not interleaved with others (the runner uses `measure_phase`)."""
-    return measure_interleaved([subject], settings, resident=True)["outcomes"][subject.key]
 
 
 def sync(device: torch.device) -> None:

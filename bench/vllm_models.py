@@ -8,7 +8,7 @@ Both are vLLM's own Llama (`LlamaForCausalLM`) with different decoder layers, bu
 layers (QKV / merged gate-up parallel linears, paged `Attention`, rotary embedding, RMSNorm), so
 paged attention, batching and tensor parallelism work as for the stock model. Only the shapes,
 and SliceGPT's shortcut, differ. The saved folder is what transformers and the project's loader
-read; what the config cannot say comes in through `hf_overrides` (`bench.vllm_engine.hf_overrides`):
+read; what the config cannot say comes in through `hf_overrides` (each pruner's `vllm_overrides`):
 
 - LLM-Pruner (`laco.baselines.llm_pruner`): the layers differ in width. `laco_layer_widths`
   lists per layer {attention_heads, kv_heads, intermediate_size}; each layer is the stock vLLM

@@ -12,9 +12,9 @@ alive, timing a fixed batch on each request read from stdin). Results and replie
 one line each starting with "LACO_VLLM ". vLLM starts its engine in new processes, which re-import
 the main module: everything runs under the `__main__` guard.
 
-A job's `hf_overrides` (set by `bench.vllm_engine` for reshaped outputs) name an out-of-tree
+A job's `hf_overrides` (set by `bench.vllm.client` for reshaped outputs) name an out-of-tree
 architecture of `bench.vllm_models`; `register_models` registers them in every vLLM process, as
-the `vllm.general_plugins` entry point the worker's path declares (bench.vllm_engine).
+the `vllm.general_plugins` entry point the worker's path declares (bench.vllm.environment).
 """
 
 from __future__ import annotations

@@ -115,10 +115,23 @@ def calibration_tokens_needed(name: str, loaded, *, target_ratio: float | None =
     module declares it as `min_calibration_tokens(loaded, target_ratio=, target_layers=, **params)`;
     the pruner checks it itself too."""
     get_pruner(name)  # an unknown name fails as everywhere else
-    need = getattr(importlib.import_module(registry()[name].partition(":")[0]), "min_calibration_tokens", None)
+    need = _declared(name, "min_calibration_tokens")
     if need is None:
         return 0
     return need(loaded, target_ratio=target_ratio, target_layers=target_layers, **params)
+
+
+def vllm_overrides_for(record: dict, folder) -> dict | None:
+    """What vLLM must be told beyond the saved config to serve a pruned output (None: nothing). A pruner
+    module whose outputs no stock architecture describes declares it as `vllm_overrides(record, folder)`."""
+    name = record.get("method")
+    declared = _declared(name, "vllm_overrides") if name in registry() else None
+    return declared(record, folder) if declared else None
+
+
+def _declared(name: str, attribute: str):
+    """A module-level function the pruner's module declares beside the pruner (None when it has none)."""
+    return getattr(importlib.import_module(registry()[name].partition(":")[0]), attribute, None)
 
 
 def load_pruned(folder: str | Path, *, dtype: str = "float32", device: str = "cpu",

@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import memory, runner, vllm_engine
+from bench import memory, runner
+from bench.context import RunContext
 from bench.lm_eval_run import request_cache_name
 from bench.perplexity import window_perplexity
-from bench.profile import resolve_profile
+from bench.profile import parse_profile
+from bench.pruned import pruned_subject
 from bench.store import RunStore
 from bench.subject import Subject
+from bench.vllm import client as vllm_client
+from bench.vllm import environment as vllm_environment
+from bench.vllm import measure as vllm_measure
 from laco.loading import LoadedModel
 from laco.pruners import PRUNERS, PruneOutcome
 
@@ -152,24 +157,24 @@ def vllm_settings(**v) -> dict:
 
 
 def test_vllm_without_environment_is_not_available():
-    outcome = vllm_engine.measure(Subject("d", "dense", "f", {}, {}, folder="x"), vllm_settings(), None)
+    outcome = vllm_measure.measure(Subject("d", "dense", "f", {}, {}, folder="x"), vllm_settings(), None)
     assert outcome.status == "n/a" and "LACO_VLLM_PYTHON" in outcome.reason
 
 
 def test_vllm_is_not_in_the_main_environment():
-    version, problem = vllm_engine.probe(sys.executable)
+    version, problem = vllm_environment.probe(sys.executable)
     assert version is None and "cannot import vllm" in problem
 
 
 def test_vllm_respects_a_pruner_that_says_its_model_cannot_load():
     record = {"loadable": {"transformers": False, "vllm": False, "reason": "per-layer widths differ"}}
     subject = Subject("slicegpt", "slicegpt", "f", record, {}, folder="x")
-    outcome = vllm_engine.measure(subject, vllm_settings(python=sys.executable, version="0"), None)
+    outcome = vllm_measure.measure(subject, vllm_settings(python=sys.executable, version="0"), None)
     assert outcome.status == "n/a" and "per-layer widths differ" in outcome.reason
 
 
 def test_vllm_failure_gives_the_error_line(tmp_path):
-    reason = vllm_engine.run_worker({"python": sys.executable}, {"task": "throughput", "model": "nowhere",
+    reason = vllm_client.run_worker({"python": sys.executable}, {"task": "throughput", "model": "nowhere",
                                                                  "device": "gpu"}, tmp_path / "w.log", 120)
     assert "ModuleNotFoundError" in reason and "vllm" in reason and (tmp_path / "w.log").is_file()
 
@@ -177,7 +182,7 @@ def test_vllm_failure_gives_the_error_line(tmp_path):
 def test_vllm_worker_path_holds_this_project_alone(tmp_path):
     """The main environment's site-packages (torch, transformers) must not reach the vLLM one; beside
     the project's packages only the metadata of its vLLM plugin (tests/test_bench_vllm_engine.py)."""
-    path = vllm_engine.project_only_path(tmp_path)
+    path = vllm_environment.project_only_path(tmp_path)
     assert sorted(p.name for p in path.iterdir()) == ["bench", "laco", "laco_bench_vllm_models-0.dist-info"]
     assert (path / "bench" / "vllm_worker.py").is_file() and (path / "laco" / "surgery.py").is_file()
 
@@ -187,8 +192,9 @@ def test_vllm_environment_found_in_the_project_tox_folder(tmp_path, monkeypatch)
     python.parent.mkdir(parents=True)
     python.write_text("")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(vllm_engine.PYTHON_ENV, raising=False)
-    assert vllm_engine.vllm_python({"vllm": {"python": None}}) == str(python)
+    monkeypatch.delenv(vllm_environment.PYTHON_ENV, raising=False)
+    assert vllm_environment.vllm_python(None) == str(python)
+    assert vllm_environment.vllm_python("/opt/vllm/bin/python") == "/opt/vllm/bin/python"  # the profile's wins
 
 # -- lm-eval request caches are per model ----------------------------------------------------------
 class Ctx:
@@ -248,16 +254,16 @@ def test_matched_target_and_pruned_model_reuse(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "_fake", fake_pruner, raising=False)
     methods = [{"name": "fake", "label": "first", "params": {"keep": 2}},
                {"name": "fake", "label": "second", "target": "match:first"}]
-    profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods})
-    ctx = runner.RunContext(profile, RunStore(tmp_path / "run"), None, progress=False)
+    profile = parse_profile({"model": {"spec": str(folder)}, "methods": methods})
+    ctx = RunContext(profile, RunStore(tmp_path / "run"), None, progress=False)
 
-    first = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
-    second = runner.pruned_subject(profile["methods"][1], ctx, "dense-fp")
+    first = pruned_subject(profile.methods[0], ctx, "dense-fp")
+    second = pruned_subject(profile.methods[1], ctx, "dense-fp")
     ratio = first.record["parameters"]["pruning_ratio"]
     assert calls == [{"target_ratio": None, "keep": 2}, {"target_ratio": ratio, "keep": 3}]
     assert second.folder == str(tmp_path / "run" / "weights" / "second")
 
-    again = runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    again = pruned_subject(profile.methods[0], ctx, "dense-fp")
     assert len(calls) == 2 and again.fingerprint == first.fingerprint  # reloaded, not pruned again
     model, _ = again.model_and_tokenizer()
     assert model.config.num_hidden_layers == 2
@@ -266,11 +272,11 @@ def test_matched_target_and_pruned_model_reuse(tmp_path, monkeypatch):
 
     code = store_module.code_key()
     monkeypatch.setattr(store_module, "code_key", lambda: {**code, "source_digest": "a-fix-in-the-pruner"})
-    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    pruned_subject(profile.methods[0], ctx, "dense-fp")
     assert len(calls) == 3  # other code: pruned again, not reused
 
-    profile["methods"][0]["params"]["keep"] = 1  # a changed parameter prunes again
-    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    profile.methods[0].params["keep"] = 1  # a changed parameter prunes again
+    pruned_subject(profile.methods[0], ctx, "dense-fp")
     assert calls[-1] == {"target_ratio": None, "keep": 1}
 
 
@@ -295,21 +301,21 @@ def test_a_failed_reprune_leaves_no_record_for_later_steps(tmp_path, monkeypatch
     monkeypatch.setitem(PRUNERS, "fake", f"{__name__}:_fake2")
     monkeypatch.setattr(sys.modules[__name__], "_fake2", pruner, raising=False)
     methods = [{"name": "fake", "label": "first"}, {"name": "fake", "label": "second", "target": "match:first"}]
-    profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["memory"]})
+    profile = parse_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["memory"]})
     store = RunStore(tmp_path / "run")
-    ctx = runner.RunContext(profile, store, None, progress=False)
-    runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+    ctx = RunContext(profile, store, None, progress=False)
+    pruned_subject(profile.methods[0], ctx, "dense-fp")
     (store.root / "results" / "first").mkdir(parents=True)
     (store.root / "results" / "first" / "memory.json").write_text("{}")
     assert store.read_model("first") is not None
     state["broken"] = True
-    profile["methods"][0]["params"]["keep"] = 1  # a new setting, and the pruner now fails
+    profile.methods[0].params["keep"] = 1  # a new setting, and the pruner now fails
     with pytest.raises(RuntimeError, match="pruner bug"):
-        runner.pruned_subject(profile["methods"][0], ctx, "dense-fp")
+        pruned_subject(profile.methods[0], ctx, "dense-fp")
     assert store.read_model("first") is None and not store.weights_dir("first").exists()
     assert not (store.root / "results" / "first").exists()
     with pytest.raises(RuntimeError, match="matches 'first', which has no pruned model"):
-        runner.pruned_subject(profile["methods"][1], ctx, "dense-fp")
+        pruned_subject(profile.methods[1], ctx, "dense-fp")
 
 
 def test_a_broken_pruner_fails_alone(tmp_path, monkeypatch):
@@ -321,7 +327,7 @@ def test_a_broken_pruner_fails_alone(tmp_path, monkeypatch):
     monkeypatch.setitem(PRUNERS, "broken", f"{__name__}:_broken")
     monkeypatch.setattr(sys.modules[__name__], "_broken", broken, raising=False)
     methods = [{"name": "broken"}, {"name": "laco", "params": {"merge": "drop", "C": 2, "T": 0.01}}]
-    profile = resolve_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["pruning_time"]})
+    profile = parse_profile({"model": {"spec": str(folder)}, "methods": methods, "measurements": ["pruning_time"]})
     failures = runner.run_profile("p", profile, tmp_path / "run", progress=False)
     assert failures == ["broken/pruning: RuntimeError: singular matrix"]
     done = json.loads((tmp_path / "run" / "results" / "laco" / "pruning_time.json").read_text())

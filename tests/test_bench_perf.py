@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
 from bench import flops, memory, rounds, throughput
-from bench.subject import Subject
+from bench.subject import Outcome, Subject
 from laco.surgery import delete_layers
 from conftest import byte_tokenizer, tiny_config, tiny_model
 
@@ -36,20 +37,22 @@ def test_rounds_interleave_every_model_in_the_same_order_warmup_first():
     log: list[str] = []
     timers = [FakeTimer("dense", log, 1.0), FakeTimer("m1", log, 2.0), FakeTimer("m2", log, 4.0)]
     ticks = iter(range(100))
-    result = rounds.run_rounds(timers, rounds=3, warmup=2, clock=lambda: next(ticks))
+    result = rounds.interleave(timers, rounds=3, warmup=2, clock=lambda: next(ticks))
 
     assert log == ["dense", "m1", "m2"] * 5  # 2 warm-up rounds, then 3 timed ones, round-robin
+    assert result["labels"] == ["dense", "m1", "m2"]
     order = result["order"]
     assert [(o["phase"], o["round"], o["position"], o["label"]) for o in order] == [
         (phase, r, p, label) for phase, n in (("warmup", 2), ("timed", 3)) for r in range(n)
         for p, label in enumerate(["dense", "m1", "m2"])]
     assert [o["started"] for o in order] == list(range(15))  # one clock reading per call, in call order
     # warm-up calls are not in the results: dense's timed calls are its 3rd..5th (3, 4, 5 s)
-    dense = result["per_label"]["dense"]
+    dense = rounds.throughput_of(timers[0], result)
     assert [r["total_s"] for r in dense["per_round"]["results"]] == [3.0, 4.0, 5.0]
+    assert {r["batch_size"] for r in dense["per_round"]["results"]} == {2}  # the timer's own batch size
     assert dense["per_round"]["output_tokens_per_s"] == pytest.approx([10 / 3, 10 / 4, 10 / 5])
     assert dense["output_tokens_per_s"] == pytest.approx({"median": 2.5, "min": 2.0, "max": 10 / 3})
-    m2 = result["per_label"]["m2"]
+    m2 = rounds.throughput_of(timers[2], result)
     assert m2["per_round"]["total_tokens_per_s"] == pytest.approx([30 / 12, 30 / 16, 30 / 20])
 
 
@@ -67,7 +70,42 @@ def test_rates_follow_vllms_convention():
 
 def test_rounds_refuse_two_timers_of_one_label():
     with pytest.raises(ValueError, match="labels"):
-        rounds.run_rounds([FakeTimer("a", [], 1), FakeTimer("a", [], 1)], rounds=1, warmup=0)
+        rounds.interleave([FakeTimer("a", [], 1), FakeTimer("a", [], 1)], rounds=1, warmup=0)
+
+
+class FakeTiming:
+    """A phase's timing (bench.rounds.measure_phase): a timer per subject but "skip", which takes no part."""
+
+    rounds, warmup = 2, 1
+
+    def __init__(self, log: list, broken: bool = False):
+        self.log, self.broken, self.closed = log, broken, False
+
+    @contextmanager
+    def timers(self, subjects):
+        try:
+            timers = [FakeTimer(s, self.log, 1.0) for s in subjects if s != "skip"]
+            if self.broken:
+                timers[-1].time_batch = lambda: 1 / 0
+            yield timers, {"skip": Outcome.not_available("left out")}
+        finally:
+            self.closed = True
+
+    def values(self, timer, done: dict) -> dict:
+        return {"totals": [r["total_s"] for r in done["results"][timer.label]], "with": done["labels"]}
+
+
+def test_one_phase_driver_times_what_its_timing_gives_and_always_closes_it():
+    log: list[str] = []
+    timing = FakeTiming(log)
+    outcomes = rounds.measure_phase(timing, ["a", "skip", "b"])
+    assert log == ["a", "b"] * 3 and timing.closed  # one warm-up round, two timed ones
+    assert {k: o.status for k, o in outcomes.items()} == {"a": "ok", "b": "ok", "skip": "n/a"}
+    assert outcomes["a"].values == {"totals": [2.0, 3.0], "with": ["a", "b"]} and outcomes["skip"].reason == "left out"
+    broken = FakeTiming([], broken=True)
+    with pytest.raises(ZeroDivisionError):
+        rounds.measure_phase(broken, ["a", "b"])
+    assert broken.closed
 
 
 # -- FLOPs: torch's counter against hand arithmetic ------------------------------------------------

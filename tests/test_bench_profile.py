@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import load_profile, profile_names, resolve_profile
+from bench.profile import load_profile, parse_profile, profile_names, resolve_profile
 from laco import LacoError
 from laco.collapse import PAPER_SETTINGS
 
@@ -16,12 +16,12 @@ def test_every_shipped_profile_resolves():
     assert set(profile_names()) == SHIPPED
     for name in SHIPPED:
         resolved_name, profile = load_profile(name)
-        assert resolved_name == name and profile["model"]["spec"]
-        assert profile["methods"][0]["name"] == "laco" and profile["methods"][0]["params"]["merge"] == "reference"
+        assert resolved_name == name and profile.model.spec
+        assert profile.methods[0].name == "laco" and profile.methods[0].params["merge"] == "reference"
 
 
 def test_the_cpu_default_runs_laco_at_the_papers_setting_and_ratio_with_baselines_matched_at_27():
-    methods = {m["label"]: m for m in load_profile("smollm2-135m")[1]["methods"]}
+    methods = {m["label"]: m for m in load_profile("smollm2-135m")[1].model_dump()["methods"]}
     assert methods["laco-table8"]["params"] == {"merge": "reference", "C": 4, "L": 1, "I": 2, "T": 0.65}
     assert methods["laco-27"]["target"] == 0.27 and "T" not in methods["laco-27"]["params"]
     control = methods.pop("rule-merge-table8")  # identical weights to laco-table8: the checks' control
@@ -32,7 +32,7 @@ def test_the_cpu_default_runs_laco_at_the_papers_setting_and_ratio_with_baseline
 
 
 def test_the_ratio_sweep_has_every_method_at_each_of_table_7s_points():
-    methods = load_profile("laco-ratio-sweep")[1]["methods"]
+    methods = load_profile("laco-ratio-sweep")[1].model_dump()["methods"]
     points = {}
     for m in methods:
         points.setdefault(m["point"], set()).add(m["name"])
@@ -45,7 +45,7 @@ def test_the_ratio_sweep_has_every_method_at_each_of_table_7s_points():
 @pytest.mark.parametrize("name", ["llama2-7b", "llama2-13b", "baichuan2-7b", "baichuan2-13b"])
 def test_gpu_profiles_use_the_paper_table_8_setting(name):
     config, _ = PAPER_SETTINGS[name]
-    methods = {m["label"]: m for m in load_profile(name)[1]["methods"]}
+    methods = {m["label"]: m for m in load_profile(name)[1].model_dump()["methods"]}
     for method in methods.values():
         if method["name"] == "laco":
             assert {k: method["params"][k] for k in "CLHIT"} == {k: getattr(config, k) for k in "CLHIT"}
@@ -57,9 +57,9 @@ def test_gpu_profiles_use_the_paper_table_8_setting(name):
 
 def test_70b_profile_sets_the_multi_gpu_paths():
     profile = load_profile("llama2-70b")[1]
-    assert profile["model"]["device_map"] == "auto"
-    assert profile["accuracy"]["backend"] == "vllm" and profile["vllm"]["tensor_parallel_size"] > 1
-    assert "throughput_vllm" in profile["measurements"]
+    assert profile.model.device_map == "auto"
+    assert profile.accuracy.backend == "vllm" and profile.vllm.tensor_parallel_size > 1
+    assert "throughput_vllm" in profile.measurements
 
 
 def base(**extra) -> dict:
@@ -96,6 +96,18 @@ def test_match_target_and_defaults():
     assert [m["label"] for m in profile["methods"]] == ["laco", "b"]
     assert profile["methods"][1]["target"] == "match:laco" and profile["methods"][0]["params"] == {}
     assert profile["perplexity"]["window"] == 512 and profile["model"]["dtype"] == "float32"
+    # each model's ratio point: its own label, or the point of the model whose ratio it matches
+    assert [m["point"] for m in profile["methods"]] == ["laco", "laco"]
+
+
+def test_the_stored_profile_is_the_typed_one_as_a_plain_dict():
+    raw = base(methods=[{"name": "laco", "target": 0.25}, {"name": "drop", "target": "match:laco"}],
+               throughput={"rounds": 3})
+    typed = parse_profile(raw)
+    assert typed.throughput.rounds == 3 and typed.methods[1].point == "25%"  # read by attribute
+    stored = resolve_profile(raw)
+    assert stored == typed.model_dump() and stored["methods"][1]["point"] == "25%"
+    assert stored["memory"] == {"prompt_len": 128, "new_tokens": 32, "batch_size": 1, "timeout_s": 600}
 
 
 def test_ablations_take_the_laco_settings_they_share_and_keep_their_own():

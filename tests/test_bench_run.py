@@ -37,18 +37,18 @@ def count_measurements(monkeypatch) -> Counter:
     import importlib
 
     calls: Counter = Counter()
+    timed_phase = runner.time_phase
+
+    def counted_phase(name, subjects, settings, ctx):  # the phases: every model of one at once
+        for subject in subjects:
+            calls[(subject.key, name)] += 1
+        return timed_phase(name, subjects, settings, ctx)
+
+    monkeypatch.setattr(runner, "time_phase", counted_phase)
     for name, module_name in runner.MODULES.items():
-        module = importlib.import_module(module_name)
-        if name in runner.PHASED:  # measured for all models at once
-            original = module.measure_phase
-
-            def counted_phase(subjects, settings, ctx, _original=original, _name=name):
-                for subject in subjects:
-                    calls[(subject.key, _name)] += 1
-                return _original(subjects, settings, ctx)
-
-            monkeypatch.setattr(module, "measure_phase", counted_phase)
+        if name in runner.PHASED:
             continue
+        module = importlib.import_module(module_name)
         original = module.measure
 
         def counted(subject, settings, ctx, _original=original, _name=name):
@@ -69,7 +69,7 @@ def mtimes(run: Path) -> dict[tuple[str, str], int]:
 
 def test_smoke_profile_interrupt_resume_and_invalidation(tmp_path, monkeypatch):
     monkeypatch.delenv("LACO_VLLM_PYTHON", raising=False)  # the vLLM path has its own tests
-    monkeypatch.setattr("bench.vllm_engine.vllm_python", lambda profile: None)
+    monkeypatch.setattr("bench.vllm.environment.vllm_python", lambda configured: None)
     name, profile = load_profile("smoke")
     run = tmp_path / "run"
 
@@ -91,7 +91,7 @@ def test_smoke_profile_interrupt_resume_and_invalidation(tmp_path, monkeypatch):
     assert failures == []
     assert calls[first_key] == 0 and mtimes(run)[first_key] == first_mtime
     done = results(run)
-    expected = {(m, k) for m in ("dense", "laco") for k in profile["measurements"]} - {("dense", "pruning_time")}
+    expected = {(m, k) for m in ("dense", "laco") for k in profile.measurements} - {("dense", "pruning_time")}
     assert set(done) == expected
     check_schema(run, done, profile)
 
@@ -105,21 +105,21 @@ def test_smoke_profile_interrupt_resume_and_invalidation(tmp_path, monkeypatch):
     # 4. a changed throughput setting re-measures throughput only, for both models
     calls.clear()
     changed = copy.deepcopy(profile)
-    changed["throughput"]["warmup"] += 1
+    changed.throughput.warmup += 1
     runner.run_profile(name, changed, run, data_dir=DATA_DIR, progress=False)
     measured = {k for k, n in calls.items() if n}
     assert measured == {(m, t) for m in ("dense", "laco") for t in ("throughput_hf", "throughput_vllm")}
     after = results(run)
-    assert after[("laco", "throughput_hf")]["values"]["warmup"] == profile["throughput"]["warmup"] + 1
+    assert after[("laco", "throughput_hf")]["values"]["warmup"] == profile.throughput.warmup + 1
     assert all(mtimes(run)[k] == before[k] for k in done if k[1] not in ("throughput_hf", "throughput_vllm"))
 
 
-def check_schema(run: Path, done: dict, profile: dict) -> None:
+def check_schema(run: Path, done: dict, profile) -> None:
     """The run directory as suites/ reads it (helper-context: run directory schema)."""
     meta = json.loads((run / "run.json").read_text())
     assert {"profile", "profile_name", "started", "finished", "git_commit", "libraries", "device", "seed",
             "data_dir"} <= set(meta)
-    assert meta["finished"] and meta["profile_name"] == "smoke" and meta["profile"] == profile
+    assert meta["finished"] and meta["profile_name"] == "smoke" and meta["profile"] == profile.model_dump()
     dense = json.loads((run / "models" / "dense.json").read_text())
     laco = json.loads((run / "models" / "laco.json").read_text())
     assert dense["method"] == "dense" and dense["record"] == {} and dense["saved"] is None
@@ -138,9 +138,9 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
             assert doc["status"] == "ok" and doc["reason"] is None
 
     acc = done[("laco", "accuracy")]["values"]
-    assert set(acc["tasks"]) == set(profile["accuracy"]["tasks"])
+    assert set(acc["tasks"]) == set(profile.accuracy.tasks)
     for task, scores in acc["tasks"].items():
-        limit = profile["accuracy"]["tasks"][task]["limit"]
+        limit = profile.accuracy.tasks[task].limit
         assert scores["n"] == (limit * 57 if task == "mmlu" else limit)
         assert 0 <= scores[scores["metric"]] <= 1 and scores["task_hash"]
     assert acc["tasks"]["piqa"]["metric"] == "acc_norm" and acc["tasks"]["mmlu"]["metric"] == "acc"
@@ -149,12 +149,12 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
 
     for model in ("dense", "laco"):
         ppl = done[(model, "perplexity")]["values"]
-        assert ppl["windows"]["window"] == 512 and ppl["windows"]["n_windows"] == profile["perplexity"]["n_windows"]
+        assert ppl["windows"]["window"] == 512 and ppl["windows"]["n_windows"] == profile.perplexity.n_windows
         assert ppl["windows"]["ppl"] > 1 and ppl["lm_eval_wikitext"]["word_perplexity"] > 1
         mem = done[(model, "memory")]["values"]
         assert mem["peak_kind"] == "subprocess_peak_rss" and mem["peak_mb"] > mem["param_mb"] > 0
         tput = done[(model, "throughput_hf")]["values"]
-        assert tput["batch_size"] == profile["throughput"]["batch_size"] and tput["rounds"] >= 5
+        assert tput["batch_size"] == profile.throughput.batch_size and tput["rounds"] >= 5
         for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
             assert len(tput["per_round"][key]) == tput["rounds"]
             assert tput[key]["min"] <= tput[key]["median"] <= tput[key]["max"]
@@ -164,7 +164,7 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
     assert mem["dense"] - mem["laco"] == pytest.approx(removed * 4 / 2**20)
     prune = done[("laco", "pruning_time")]["values"]
     assert prune["first"] == laco["record"]["prune_seconds"] > 0
-    assert len(prune["repeats"]) == profile["pruning_time"]["repeats"] and all(t > 0 for t in prune["repeats"])
+    assert len(prune["repeats"]) == profile.pruning_time.repeats and all(t > 0 for t in prune["repeats"])
     for model in ("dense", "laco"):
         flops = done[(model, "flops")]["values"]
         assert flops["decode"]["flops_per_token_mean"] > 0 and flops["parameters"]["layers"] > 0
@@ -172,6 +172,6 @@ def check_schema(run: Path, done: dict, profile: dict) -> None:
             > done[("laco", "flops")]["values"]["decode"]["flops_per_token_mean"])
     for model in ("dense", "laco"):  # per-item evidence and per-window NLL for the suites to pair
         items = done[(model, "accuracy")]["values"]["items"]
-        assert len(items["piqa"]["doc_id"]) == profile["accuracy"]["tasks"]["piqa"]["limit"]
+        assert len(items["piqa"]["doc_id"]) == profile.accuracy.tasks["piqa"].limit
         assert len(items["mmlu"]["doc_id"]) == 57 and items["mmlu"]["n_choices"][0] == 4
-        assert len(done[(model, "perplexity")]["values"]["windows"]["nll"]) == profile["perplexity"]["n_windows"]
+        assert len(done[(model, "perplexity")]["values"]["windows"]["nll"]) == profile.perplexity.n_windows

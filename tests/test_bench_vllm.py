@@ -13,14 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from bench import accuracy, vllm_engine
-from bench.profile import load_profile
-from bench.runner import RunContext
+from bench import accuracy
+from bench.context import RunContext
+from bench.profile import TaskOptions, load_profile
+from bench.rounds import measure_phase
 from bench.store import RunStore
 from bench.subject import Subject, dense_folder
+from bench.vllm import client
+from bench.vllm import measure as vllm_measure
+from bench.vllm.environment import PYTHON_ENV
 
 DATA_DIR = os.environ.get("LACO_DATA_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
-PYTHON = os.environ.get(vllm_engine.PYTHON_ENV) or (sys.executable if importlib.util.find_spec("vllm") else None)
+PYTHON = os.environ.get(PYTHON_ENV) or (sys.executable if importlib.util.find_spec("vllm") else None)
 
 pytestmark = [
     pytest.mark.smollm2,
@@ -30,7 +34,7 @@ pytestmark = [
 
 @pytest.fixture
 def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv(vllm_engine.PYTHON_ENV, PYTHON)
+    monkeypatch.setenv(PYTHON_ENV, PYTHON)
     profile = load_profile("smoke")[1]
     return RunContext(profile, RunStore(tmp_path), DATA_DIR if Path(DATA_DIR).is_dir() else None, progress=False)
 
@@ -39,13 +43,13 @@ def dense(ctx) -> Subject:
     from laco.loading import resolve
 
     return Subject("dense", "dense", "fp-dense", {}, ctx.dense_load_args(),
-                   folder=dense_folder(resolve(ctx.profile["model"]["spec"])))
+                   folder=dense_folder(resolve(ctx.profile.model.spec)))
 
 
 def test_vllm_throughput_on_the_dense_model(ctx):
-    settings = vllm_engine.settings(ctx)
+    settings = vllm_measure.settings(ctx)
     assert settings["vllm"]["version"], settings["vllm"]["problem"]
-    outcome = vllm_engine.measure(dense(ctx), settings, ctx)
+    outcome = vllm_measure.measure(dense(ctx), settings, ctx)
     assert outcome.status == "ok", outcome.reason
     values = outcome.values
     assert values["engine"] == "vllm" and len(values["per_round"]["decode_tokens_per_s"]) == settings["rounds"]
@@ -55,10 +59,10 @@ def test_vllm_throughput_on_the_dense_model(ctx):
 
 def test_vllm_phase_alternates_the_models_of_a_run(ctx):
     """Two engines alive at once, their timed batches alternating round by round."""
-    settings = {**vllm_engine.settings(ctx), "rounds": 2, "warmup": 0}
+    settings = {**vllm_measure.settings(ctx), "rounds": 2, "warmup": 0}
     a, b = dense(ctx), dense(ctx)
     b.key = "again"
-    outcomes = vllm_engine.measure_phase([a, b], settings, ctx)
+    outcomes = measure_phase(vllm_measure.timing(settings, ctx), [a, b])
     assert {k: o.status for k, o in outcomes.items()} == {"dense": "ok", "again": "ok"}
     order = [(c["round"], c["label"]) for c in outcomes["dense"].values["order"] if c["phase"] == "timed"]
     assert order == [(0, "dense"), (0, "again"), (1, "dense"), (1, "again")]
@@ -76,7 +80,7 @@ WORKLOAD = {"batch_size": 2, "input_len": 16, "output_len": 4, "seed": 0, "devic
 
 
 def test_vllm_session_times_batches_until_closed(ctx, tmp_path):
-    session = vllm_engine.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 600)
+    session = client.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 600)
     assert session.pid is None and "vllm" in session.label
     session.start()
     pgid = session.pid
@@ -90,16 +94,16 @@ def test_vllm_session_times_batches_until_closed(ctx, tmp_path):
     assert session.load_seconds > 0 and "LACO_VLLM " in (tmp_path / "session.log").read_text()
     assert session.pid is None and process_group_gone(pgid)
     session.close()  # again: safe
-    with pytest.raises(vllm_engine.EngineUnavailable, match="not started"):
+    with pytest.raises(client.EngineUnavailable, match="not started"):
         session.time_batch()
 
 
 def test_vllm_session_start_times_out_and_stops_the_engine(ctx, tmp_path, monkeypatch):
     started = []
-    start_worker = vllm_engine.start_worker
-    monkeypatch.setattr(vllm_engine, "start_worker", lambda *a, **k: started.append(start_worker(*a, **k)) or started[-1])
-    session = vllm_engine.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 3)
-    with pytest.raises(vllm_engine.EngineUnavailable, match="start timed out after 3 s"):
+    start_worker = client.start_worker
+    monkeypatch.setattr(client, "start_worker", lambda *a, **k: started.append(start_worker(*a, **k)) or started[-1])
+    session = client.VllmSession(ctx.vllm_settings(), dense(ctx).folder, {}, WORKLOAD, tmp_path / "session.log", 3)
+    with pytest.raises(client.EngineUnavailable, match="start timed out after 3 s"):
         session.start()  # an engine takes far longer than 3 s to load
     assert session.pid is None and len(started) == 1
     assert started[0].returncode is not None and process_group_gone(started[0].pid)
@@ -113,11 +117,11 @@ def lm_eval_in(python: str) -> bool:
 def test_lm_eval_vllm_backend_scores_as_hflm(ctx):
     if not lm_eval_in(PYTHON):
         pytest.skip(f"lm-eval is not installed in the vLLM environment {PYTHON}")
-    ctx.profile["accuracy"]["tasks"] = {"piqa": {"limit": 8}}
+    ctx.profile.accuracy.tasks = {"piqa": TaskOptions(limit=8)}
     subject = dense(ctx)
     by_backend = {}
     for backend in ("hf", "vllm"):
-        ctx.profile["accuracy"]["backend"] = backend
+        ctx.profile.accuracy.backend = backend
         outcome = accuracy.measure(subject, accuracy.settings(ctx), ctx)
         assert outcome.status == "ok", outcome.reason
         by_backend[backend] = outcome.values["tasks"]["piqa"]

@@ -1,6 +1,6 @@
-"""The main environment's side of the vLLM engine (bench/vllm_engine.py), without vLLM: what the
-worker is told for each kind of output, the plugin its path declares, and the refusals that come
-before any worker starts."""
+"""The main environment's side of the vLLM engine (bench/vllm/), without vLLM: what the worker is
+told for each kind of output (each pruner declares it), the plugin its path declares, and the
+refusals that come before any worker starts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import vllm_engine, vllm_worker
+from bench import vllm_worker
+from bench.vllm import client, environment
 from laco.baselines import llm_pruner, slicegpt
 
 SETTINGS = {"python": "/nonexistent/python", "version": "0.0", "problem": None, "dtype": "float32",
@@ -20,14 +21,16 @@ WORKLOAD = {"batch_size": 1, "input_len": 4, "output_len": 2, "seed": 0, "device
 
 
 def test_stock_shaped_outputs_need_no_overrides():
-    assert vllm_engine.hf_overrides({}, "unused") is None  # dense
-    assert vllm_engine.hf_overrides({"loader": "transformers"}, "unused") is None
+    assert client.hf_overrides({}, "unused") is None  # dense
+    assert client.hf_overrides({"method": "laco", "loader": "transformers"}, "unused") is None
+    # LLM-Pruner with every layer pruned alike: a stock config describes it
+    assert client.hf_overrides({"method": "llm-pruner", "loader": "transformers"}, "unused") is None
 
 
 def test_llm_pruner_overrides_name_its_architecture_and_carry_the_widths():
     widths = [{"kv_heads": 3, "attention_heads": 9, "intermediate_size": 1536},
               {"kv_heads": 2, "attention_heads": 6, "intermediate_size": 896}]
-    overrides = vllm_engine.hf_overrides({"loader": llm_pruner.LOADER, "layer_widths": widths}, "unused")
+    overrides = client.hf_overrides({"method": "llm-pruner", "loader": llm_pruner.LOADER, "layer_widths": widths}, "unused")
     assert overrides == {"architectures": ["LacoLlmPrunerForCausalLM"], "laco_layer_widths": widths}
 
 
@@ -35,7 +38,7 @@ def test_llm_pruner_overrides_name_its_architecture_and_carry_the_widths():
                                               ({"hidden_size": 64, "num_attention_heads": 4}, 16)])
 def test_slicegpt_overrides_slice_the_stream_and_keep_the_head_size(tmp_path, config, head_dim):
     (tmp_path / "config.json").write_text(json.dumps(config))
-    overrides = vllm_engine.hf_overrides({"loader": slicegpt.LOADER, "sliced_width": 333}, tmp_path)
+    overrides = client.hf_overrides({"method": "slicegpt", "loader": slicegpt.LOADER, "sliced_width": 333}, tmp_path)
     assert overrides == {"architectures": ["LacoSliceGPTForCausalLM"], "hidden_size": 333, "head_dim": head_dim}
 
 
@@ -43,11 +46,11 @@ def test_every_architecture_the_pruners_name_is_registered():
     assert set(vllm_worker.OUT_OF_TREE_MODELS) == {llm_pruner.VLLM_ARCHITECTURE, slicegpt.VLLM_ARCHITECTURE}
     for target in vllm_worker.OUT_OF_TREE_MODELS.values():
         module, name = target.split(":")
-        assert module == "bench.vllm_models" and f"class {name}(" in Path(vllm_engine.ROOT, "bench", "vllm_models.py").read_text()
+        assert module == "bench.vllm_models" and f"class {name}(" in Path(environment.ROOT, "bench", "vllm_models.py").read_text()
 
 
 def test_worker_path_declares_the_vllm_plugin(tmp_path):
-    folder = vllm_engine.project_only_path(tmp_path)
+    folder = environment.project_only_path(tmp_path)
     assert (folder / "bench" / "vllm_worker.py").is_file() and (folder / "laco" / "pruners.py").is_file()
     (dist,) = importlib.metadata.distributions(path=[str(folder)])
     assert dist.metadata["Name"] == "laco-bench-vllm-models"
@@ -63,8 +66,8 @@ def test_session_refuses_before_starting_a_worker(tmp_path):
              (SETTINGS, record, "not loadable by vLLM: layers of a kind vLLM lacks"),
              (SETTINGS, {"loader": "elsewhere:load"}, "no vLLM architecture serves outputs of the loader elsewhere:load")]
     for settings, rec, reason in cases:
-        session = vllm_engine.VllmSession(settings, str(tmp_path), rec, WORKLOAD, tmp_path / "s.log", 5)
-        with pytest.raises(vllm_engine.EngineUnavailable, match=reason):
+        session = client.VllmSession(settings, str(tmp_path), rec, WORKLOAD, tmp_path / "s.log", 5)
+        with pytest.raises(client.EngineUnavailable, match=reason):
             session.start()
         assert session.pid is None
         session.close()

@@ -1,7 +1,7 @@
 """The width baselines served by vLLM (bench/vllm_models.py) compute what transformers computes.
 
 SmolLM2 pruned to 25% by LLM-Pruner (its layer range, and `uniform`) and SliceGPT; the same 8
-prompts (token ids, so both sides see the same input) through vLLM (`bench.vllm_engine.greedy`,
+prompts (token ids, so both sides see the same input) through vLLM (`bench.vllm.client.greedy`,
 float32) and through the project's loader in transformers (float32):
 
 - greedy continuations: identical for 32 new tokens (EOS masked on both sides), or diverging
@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import vllm_engine
 from bench.profile import load_profile
+from bench.vllm import client, environment
 
-PYTHON = os.environ.get(vllm_engine.PYTHON_ENV) or (sys.executable if importlib.util.find_spec("vllm") else None)
+PYTHON = os.environ.get(environment.PYTHON_ENV) or (sys.executable if importlib.util.find_spec("vllm") else None)
 
 pytestmark = [
     pytest.mark.smollm2,
@@ -55,8 +55,8 @@ VARIANTS = {"llm-pruner": ("llm-pruner", {}), "llm-pruner-uniform": ("llm-pruner
 
 @pytest.fixture(scope="module")
 def vllm_settings():
-    os.environ.setdefault(vllm_engine.PYTHON_ENV, PYTHON)
-    v = vllm_engine.vllm_settings(load_profile("smollm2-135m")[1])
+    os.environ.setdefault(environment.PYTHON_ENV, PYTHON)
+    v = environment.vllm_settings(load_profile("smollm2-135m")[1])
     assert v["version"], v["problem"]
     return {**v, "dtype": "float32"}
 
@@ -111,7 +111,7 @@ def test_vllm_serves_the_width_model_as_transformers_does(pruned, vllm_settings,
     assert record["loadable"]["vllm"] is True
     tokenizer = AutoTokenizer.from_pretrained(pruned)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
-    vllm = vllm_engine.greedy(vllm_settings, str(pruned), record, prompts, NEW_TOKENS, tmp_path / "vllm.log", 900)
+    vllm = client.greedy(vllm_settings, str(pruned), record, prompts, NEW_TOKENS, tmp_path / "vllm.log", 900)
     hf = transformers_side(pruned, prompts)
 
     for prompt, a, b in zip(PROMPTS, hf, vllm, strict=True):

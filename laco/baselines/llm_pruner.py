@@ -206,3 +206,11 @@ def restructure(model: nn.Module, record: dict) -> None:
 def load(folder, *, dtype: str = "float32", device: str = "cpu"):
     """Reload an LLM-Pruner output whose layers differ in width: (model, tokenizer, record)."""
     return load_restructured(folder, dtype=dtype, device=device, restructure=restructure)
+
+
+def vllm_overrides(record: dict, folder) -> dict | None:
+    """What vLLM must be told beyond the saved config to serve this output (laco.pruners.vllm_overrides_for):
+    nothing when every layer kept one width, else the out-of-tree architecture and the per-layer widths."""
+    if record.get("loader") != LOADER:
+        return None
+    return {"architectures": [VLLM_ARCHITECTURE], "laco_layer_widths": record["layer_widths"]}

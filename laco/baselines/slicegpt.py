@@ -384,3 +384,14 @@ def restructure(model: nn.Module, record: dict) -> None:
 def load(folder, *, dtype: str = "float32", device: str = "cpu"):
     """Reload a SliceGPT output: (model, tokenizer, record)."""
     return load_restructured(folder, dtype=dtype, device=device, restructure=restructure)
+
+
+def vllm_overrides(record: dict, folder) -> dict:
+    """What vLLM must be told beyond the saved config to serve this output (laco.pruners.vllm_overrides_for):
+    the out-of-tree architecture, a residual stream d' wide, and the heads at their own size."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    return {"architectures": [VLLM_ARCHITECTURE], "hidden_size": record["sliced_width"], "head_dim": head_dim}

@@ -1,0 +1,121 @@
+"""The pruned model of one method entry of a profile: reused from the run's weights when still valid,
+else pruned from a fresh dense copy, saved, and recorded.
+
+A saved model is reused only when what decides its weights is unchanged (method, parameters, target,
+dense model, calibration, dtype, device, seed and the code; with --reuse-results-from-other-code the
+code is left out) and its weight files still have the recorded digest. Otherwise its record, weights
+and results are forgotten before pruning again, so nothing of the older model can be read later.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from bench.context import RunContext
+from bench.profile import MethodSettings
+from bench.store import RunStore, settings_hash
+from bench.subject import Subject
+from laco.faults import kill_point
+from laco.provenance import fingerprint, folder_weights_sha256
+
+
+def pruned_subject(method: MethodSettings, ctx: RunContext, dense_fp: str) -> Subject:
+    sentences, calibration = ctx.calibration(method.calibration)
+    settings = prune_settings(method, ctx, dense_fp, calibration)
+    kept = reusable(method, ctx, settings)
+    if kept is not None:
+        return kept
+    ctx.store.forget_model(method.label)  # nothing of an older model of this label may be read from here on
+    return prune_and_save(method, ctx, settings, sentences)
+
+
+def prune_settings(method: MethodSettings, ctx: RunContext, dense_fp: str, calibration: dict) -> dict:
+    """Everything that decides the pruned weights (hashed: a change prunes again)."""
+    from bench import store
+
+    m = ctx.profile.model
+    return {"method": method.name, "params": dict(method.params), "target_ratio": resolve_target(method, ctx.store),
+            "dense": dense_fp, "calibration": calibration, "dtype": m.dtype, "device": m.device,
+            "device_map": m.device_map, "seed": ctx.profile.seed, "code": store.code_key()}
+
+
+def reusable(method: MethodSettings, ctx: RunContext, settings: dict) -> Subject | None:
+    """The saved model of this label, when it was pruned with these settings and its weights are intact."""
+    store, folder = ctx.store, ctx.store.weights_dir(method.label)
+    doc = store.read_model(method.label)
+    same_settings = doc and (doc.get("prune_settings_hash") == settings_hash(settings) or (
+        store.reuse_other_code and settings_hash(_without_code(doc.get("prune_settings") or {}))
+        == settings_hash(_without_code(settings))))
+    if not (same_settings and (folder / "laco.json").is_file() and doc.get("weights_sha256") == folder_weights_sha256(folder)):
+        return None
+    return Subject(method.label, method.name, doc["fingerprint"], doc["record"], ctx.pruned_load_args(folder),
+                   folder=str(folder), prune_call=doc.get("prune_call"))
+
+
+def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sentences: list[str]) -> Subject:
+    """Prune a fresh dense copy, save it under the run's weights and record it; the subject holds it in memory."""
+    from laco.pruners import get_pruner
+    from laco.saving import save_pruned
+
+    loaded = ctx.load_dense()
+    pruner = get_pruner(method.name)
+    kwargs = pruner_arguments(pruner, settings, ctx)
+    outcome = pruner(loaded, sentences, **kwargs)
+    kill_point("bench:pruned")
+    record = outcome.record
+    folder = ctx.store.weights_dir(method.label)
+    save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
+    weights = folder_weights_sha256(folder)
+    identity = fingerprint({"pruned": record["fingerprint"], "weights": weights})
+    prune_call = {"name": method.name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences}
+    ctx.store.write_model({"key": method.label, "method": method.name, "fingerprint": identity, "record": record,
+                           "saved": str(folder), "weights_sha256": weights, "point": method.point,
+                           "prune_settings": settings, "prune_settings_hash": settings_hash(settings),
+                           "prune_call": prune_call, "code": settings["code"]})
+    subject = Subject(method.label, method.name, identity, record, ctx.pruned_load_args(folder), folder=str(folder),
+                      prune_call=prune_call)
+    subject.adopt(outcome.model, loaded.tokenizer)
+    return subject
+
+
+def pruner_arguments(pruner, settings: dict, ctx: RunContext) -> dict:
+    """The method's parameters, its target, and the common arguments the pruner takes."""
+    kwargs = dict(settings["params"])
+    if settings["target_ratio"] is not None:
+        kwargs["target_ratio"] = settings["target_ratio"]
+    accepted = inspect.signature(pruner).parameters
+    for key, value in (("calibration_file", settings["calibration"]), ("seed", ctx.profile.seed),
+                       ("progress", ctx.progress)):
+        if key in accepted and key not in kwargs:
+            kwargs[key] = value
+    return kwargs
+
+
+def _without_code(prune_settings: dict) -> dict:
+    """Prune settings apart from the code that pruned: with --reuse-results-from-other-code a model
+    pruned by other code is kept (its weights digest is still checked), as its results are."""
+    return {k: v for k, v in prune_settings.items() if k != "code"}
+
+
+def retiming_kwargs(kwargs: dict, record: dict) -> dict:
+    """The arguments that prune the same model again for the pruning-time phase. A LaCo-style search in
+    target mode is given the threshold its bisection chose: the final search at that T is what its
+    pruning time measures (the paper times a fixed T), and it decides as the run's search did."""
+    out = {k: v for k, v in kwargs.items() if k != "progress"}
+    if record.get("threshold_search") and "T" in (record.get("config") or {}):
+        out = {k: v for k, v in out.items() if k not in ("target_ratio", "target_layers")}
+        out["T"] = record["config"]["T"]
+    return out
+
+
+def resolve_target(method: MethodSettings, store: RunStore) -> float | None:
+    """A ratio, or "match:LABEL": the parameter pruning ratio that LABEL achieved in this run."""
+    target = method.target
+    if not isinstance(target, str):
+        return target
+    other = target.removeprefix("match:")
+    doc = store.read_model(other)
+    if not doc:
+        raise RuntimeError(f"method {method.label!r} matches {other!r}, which has no pruned model in this run "
+                           "(its pruning failed)")
+    return doc["record"]["parameters"]["pruning_ratio"]
