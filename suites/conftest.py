@@ -16,7 +16,9 @@ import pytest
 from laco import LacoError
 from suites.claims import load_claims
 from suites.evidence import load_run
-from suites.verdicts import FAIL, INCONCLUSIVE, PASS, Judge
+from suites.markdown import VERDICT_MARK, table
+from suites.outcomes import FAIL, INCONCLUSIVE, PASS
+from suites.verdicts import Judge
 
 _STATE = pytest.StashKey[dict]()
 ACCEPTANCE = "profile acceptance"  # CLAIM of the suite file that judges the profile's own criteria
@@ -79,7 +81,6 @@ def verdict(request, subject):
 @pytest.fixture
 def check():
     """Print the claim's rows, then assert once."""
-    from suites.report import table
 
     def _check(verdict):
         rows = [[r.other or "", r.ours, r.status, "; ".join([r.note, *r.flags])] for r in verdict.rows]
@@ -100,8 +101,6 @@ def pytest_terminal_summary(terminalreporter, config):
     state = config.stash.get(_STATE, None)
     if not state or state["judge"] is None:
         return
-    from suites.report import VERDICT_MARK, table
-
     judge = state["judge"]
     rows = [[v.claim.id, v.subject, v.ours, VERDICT_MARK[v.status].strip("*") + (" (gated)" if v.gated else "")]
             for v in judge.all()]
