@@ -2,7 +2,25 @@
 
 Claims and the paper's figures as data (claims.toml, paper_figures.toml, tolerances.toml), the
 evidence read from a run (per-item outcomes, perplexity windows, throughput rounds), paired
-statistics, verdicts (PASS / FAIL / INCONCLUSIVE, not measured, not at the claim's conditions),
-the markdown report, `laco compare` and `laco gate`, and one thin pytest file per claim
-(`pytest suites --run runs/ID`). It reads runs; it never measures.
+statistics, the run's figures computed once from them, verdicts (PASS / FAIL / INCONCLUSIVE, not
+measured, not at the claim's conditions), the markdown report, `laco compare` and `laco gate`, and one
+claim test parametrised from the claims file (`pytest suites --run runs/ID`). It reads runs; it
+never measures.
+
+    claims.py      the claims file's schema, roles and conditions; a profile's acceptance criteria
+    paper.py       the paper's figures (paper_figures.toml) and their citations
+    evidence.py    a run directory: its layout, models, results and the evidence they keep
+    statistics.py  paired bootstrap intervals and exact tests
+    figures.py     a run's figures, each computed once: retention, margins, paired differences and
+                   ratios, speed-up plausibility
+    outcomes.py    the five statuses, decide(), Row and Verdict
+    verdicts.py    the judge: one function per claim kind (KINDS) and per compared metric (ROWS)
+    checks.py      what must hold whatever the model (same items, identical weights alike, dense above chance)
+    markdown.py    pipe tables, verdict marks, number formatting
+    report/        the markdown report and its plots (a formatter; its sections in four modules)
+    compare.py     `laco compare`: run B against run A, paired, with tolerances
+    gate.py        `laco gate`: the release gate
+    commands.py    the command lines of report, compare and gate
+    plots.py       the report's PNG plots
+    conftest.py, test_claims.py   the claims as one parametrised pytest test
 """

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
+from laco import atomic
 from laco.cli import ArgumentParser
 from suites.claims import load_claims
 from suites.evidence import load_run
@@ -71,9 +70,4 @@ def gate_main(argv: list[str]) -> int:
 def emit(text: str, out: str | None) -> None:
     sys.stdout.write(text)
     if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                         encoding="utf-8") as f:
-            f.write(text)
-        Path(f.name).replace(path)
+        atomic.write_text(out, text)

@@ -17,6 +17,7 @@ A measurement A has and B lacks is "lost" (a regression unless allowed).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,10 @@ from suites import evidence as ev
 from suites import statistics as st
 from suites.claims import Claims, suites_data
 from suites.evidence import DENSE, NotMeasured, Run
-from suites.verdicts import FAIL, INCONCLUSIVE, PASS, judge_run
+from suites.figures import Figures
+from suites.markdown import pct, table
+from suites.outcomes import FAIL, INCONCLUSIVE, PASS
+from suites.verdicts import judge_run
 
 OK, BETTER, REGRESSION, LOST, NEW, CHANGED, NOT_PAIRED = "ok", "better", "REGRESSION", "lost", "new", "changed", "not paired"
 
@@ -77,6 +81,7 @@ class Comparison:
     def __init__(self, a: Run, b: Run, tol: Tolerances, claims: Claims):
         self.a, self.b, self.tol, self.claims = a, b, tol, claims
         self.resamples, self.seed = claims.statistics.resamples, claims.statistics.seed
+        self.figures_a, self.figures_b = (Figures(run, self.resamples, self.seed) for run in (a, b))
 
     def deltas(self) -> list[Delta]:
         out: list[Delta] = []
@@ -88,32 +93,39 @@ class Comparison:
             out += self.pruning_time(key)
         return out + self.claim_moves()
 
+    def evidence(self, read: Callable[[Run, str], object], key: str, metric: str, shown: Callable[[object], str]):
+        """(A's, B's, None) evidence of one model, or (.., .., the deltas to return instead): none when A has
+        no such evidence, a lost measurement when only B lacks it."""
+        try:
+            va = read(self.a, key)
+        except NotMeasured:
+            return None, None, []
+        try:
+            return va, read(self.b, key), None
+        except NotMeasured as exc:
+            return va, None, [Delta(key, metric, shown(va), "-", "-", str(exc), LOST)]
+
     # -- accuracy --------------------------------------------------------------------------------
     def accuracy(self, key: str) -> list[Delta]:
-        try:
-            ia = ev.task_items(self.a, key)
-        except NotMeasured:
-            return []
-        try:
-            ib = ev.task_items(self.b, key)
-        except NotMeasured as exc:
-            return [Delta(key, "accuracy", "measured", "-", "-", str(exc), LOST)]
+        ia, ib, instead = self.evidence(ev.task_items, key, "accuracy", lambda _: "measured")
+        if instead is not None:
+            return instead
         deltas, paired = [], {}
         alpha = self.tol.accuracy.alpha
         for task, ta in ia.items():
             tb = ib.get(task)
             if tb is None:
-                deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), "-", "-", "-", LOST))
+                deltas.append(Delta(key, f"accuracy.{task}", pct(ta.score), "-", "-", "-", LOST))
                 continue
             if (ta.doc_id, ta.doc_hash) != (tb.doc_id, tb.doc_hash):
-                deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), _pct(tb.score), "-", "items differ", NOT_PAIRED))
+                deltas.append(Delta(key, f"accuracy.{task}", pct(ta.score), pct(tb.score), "-", "items differ", NOT_PAIRED))
                 continue
             paired[task] = {"a": ta.correct, "b": tb.correct, "chance": ta.chance}
             test = st.mcnemar(ta.correct, tb.correct)
             drop = tb.score - ta.score
             significant = test["p_value"] < alpha
             status = OK if not significant else REGRESSION if drop < 0 else BETTER
-            deltas.append(Delta(key, f"accuracy.{task}", _pct(ta.score), _pct(tb.score), f"{100 * drop:+.1f} pt",
+            deltas.append(Delta(key, f"accuracy.{task}", pct(ta.score), pct(tb.score), f"{100 * drop:+.1f} pt",
                                 f"McNemar p={test['p_value']:.3g} ({test['a_only']} items lost, {test['b_only']} gained; "
                                 f"α={alpha:g})", status))
         if paired:
@@ -121,21 +133,16 @@ class Comparison:
                                           self.resamples, self.seed)
             status = REGRESSION if interval.high < 0 else BETTER if interval.low > 0 else OK
             avg = lambda s: float(np.mean([paired[t][s].mean() for t in paired]))  # noqa: E731
-            deltas.append(Delta(key, "accuracy.average", _pct(avg("a")), _pct(avg("b")),
+            deltas.append(Delta(key, "accuracy.average", pct(avg("a")), pct(avg("b")),
                                 f"{interval.fmt('+.1f', 100)} pt", f"paired bootstrap over items, {len(paired)} tasks",
                                 status))
         return deltas
 
     # -- perplexity ------------------------------------------------------------------------------
     def perplexity(self, key: str) -> list[Delta]:
-        try:
-            wa = ev.windows(self.a, key)
-        except NotMeasured:
-            return []
-        try:
-            wb = ev.windows(self.b, key)
-        except NotMeasured as exc:
-            return [Delta(key, "perplexity", f"{wa['ppl']:.4g}", "-", "-", str(exc), LOST)]
+        wa, wb, instead = self.evidence(ev.windows, key, "perplexity", lambda w: f"{w['ppl']:.4g}")
+        if instead is not None:
+            return instead
         if (wa.get("window"), wa.get("n_windows")) != (wb.get("window"), wb.get("n_windows")):
             return [Delta(key, "perplexity", f"{wa['ppl']:.4g}", f"{wb['ppl']:.4g}", "-", "windows differ", NOT_PAIRED)]
         interval = st.perplexity_ratio(wb["nll"], wa["nll"], int(wa["tokens_per_window"]), self.resamples, self.seed)
@@ -156,14 +163,9 @@ class Comparison:
     def pruning_time(self, key: str) -> list[Delta]:
         if key == DENSE:
             return []
-        try:
-            sa = ev.pruning_seconds(self.a, key)
-        except NotMeasured:
-            return []
-        try:
-            sb = ev.pruning_seconds(self.b, key)
-        except NotMeasured as exc:
-            return [Delta(key, "pruning_time", f"{np.median(sa):.3g}", "-", "-", str(exc), LOST)]
+        sa, sb, instead = self.evidence(ev.pruning_seconds, key, "pruning_time", lambda s: f"{np.median(s):.3g}")
+        if instead is not None:
+            return instead
         interval = st.independent_ratio(sb, sa, self.resamples, self.seed)
         tol = self.tol.pruning_time.ratio
         status = REGRESSION if interval.low > tol else BETTER if interval.high < 1 / tol else OK
@@ -200,8 +202,8 @@ class Comparison:
                     out.append(d)
                 continue
             try:
-                ia, ib = (st.round_ratio(*ev.paired_rounds(run, key, DENSE, engine, "decode_tokens_per_s"),
-                                         self.resamples, self.seed) for run in (self.a, self.b))
+                ia, ib = (figures.speedup(key, DENSE, engine, "decode_tokens_per_s").interval
+                          for figures in (self.figures_a, self.figures_b))
             except NotMeasured as exc:
                 out.append(Delta(key, f"{name}.speedup", "-", "-", "-", str(exc), NOT_PAIRED))
                 continue
@@ -223,9 +225,9 @@ class Comparison:
 
     # -- claims -------------------------------------------------------------------------------------
     def claim_moves(self) -> list[Delta]:
-        before = {(v.claim.id, v.subject): v.status for v in judge_run(self.a, self.claims)}
+        before = {(v.claim.id, v.subject): v.status for v in judge_run(self.a, self.claims, self.figures_a)}
         out = []
-        for v in judge_run(self.b, self.claims):
+        for v in judge_run(self.b, self.claims, self.figures_b):
             old = before.get((v.claim.id, v.subject))
             if old is None or old == v.status:
                 continue
@@ -246,8 +248,6 @@ def regressions(deltas: list[Delta], allow_lost: bool = False) -> list[Delta]:
 
 
 def render_compare(a: Run, b: Run, deltas: list[Delta], allow_lost: bool = False) -> str:
-    from suites.report import table
-
     bad = regressions(deltas, allow_lost)
     changed = [k for k in a.models if k in b.models and a.models[k].fingerprint != b.models[k].fingerprint]
     lines = [
@@ -268,7 +268,3 @@ def render_compare(a: Run, b: Run, deltas: list[Delta], allow_lost: bool = False
     lines += ["Accuracy in %. Paired tests wherever the runs share items, windows or rounds (see `laco compare --help`).",
               "", table(rows, ["model", "metric", "A", "B", "change", "test / tolerance", "status"])]
     return "\n".join(lines) + "\n"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"

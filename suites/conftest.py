@@ -1,12 +1,15 @@
-"""The claims suites: `pytest suites --run runs/ID` judges a finished (or partial) bench run.
+"""The claims suite: `pytest suites --run runs/ID` judges a finished (or partial) bench run.
 
-Each suite file names one claim of claims.toml (`CLAIM = "..."`) and is parametrised over the run's
-models that the claim judges. The judging is `suites.verdicts`, the same code the report and
-`laco gate` use; the suites print the claim's rows and assert once:
+One test (test_claims.py) is parametrised from the claims file: one case per claim and model of the
+run that the claim judges (id `CLAIM-MODEL`, so `-k CLAIM` selects a claim), then one per acceptance
+criterion of the run's profile and model (id `profile:CRITERION-MODEL`). The judging is
+`suites.verdicts`, the same code the report and `laco gate` use; each case prints the claim's rows
+and asserts once:
   PASS -> passed;  FAIL -> failed;  INCONCLUSIVE -> failed with the interval and the items that would
   decide (an undecided claim is not a pass);  not measured / not at the claim's conditions -> skipped
   with the reason (never passed).
-Without --run every suite is skipped with a message saying how to give one.
+A claim that does not apply to the run's profile, or whose role has no model in the run, is one
+skipped case. Without --run every claim is one skipped case with a message saying how to give a run.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import pytest
 
 from laco import LacoError
-from suites.claims import load_claims
+from suites.claims import Claim, Claims, load_claims
 from suites.evidence import load_run
-from suites.verdicts import FAIL, INCONCLUSIVE, PASS, Judge
+from suites.markdown import VERDICT_MARK, table
+from suites.outcomes import FAIL, INCONCLUSIVE, PASS
+from suites.verdicts import Judge
 
 _STATE = pytest.StashKey[dict]()
-ACCEPTANCE = "profile acceptance"  # CLAIM of the suite file that judges the profile's own criteria
+ACCEPTANCE = "profile"  # the id the profile's own acceptance criteria go by when there is none to judge
 NO_RUN = "no run given: judge one with `pytest suites --run runs/ID` (written by `laco bench`)"
 
 
@@ -30,12 +35,13 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    state = {"judge": None}
-    if config.getoption("--run", default=None):
-        try:
-            state["judge"] = Judge(load_run(config.getoption("--run")), load_claims(config.getoption("--claims")))
-        except LacoError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    state = {"judge": None, "claims": None}
+    try:
+        state["claims"] = load_claims(config.getoption("--claims", default=None))
+        if config.getoption("--run", default=None):
+            state["judge"] = Judge(load_run(config.getoption("--run")), state["claims"])
+    except LacoError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = state
 
 
@@ -43,43 +49,41 @@ def _skip(why: str, name: str):
     return [pytest.param(None, marks=pytest.mark.skip(reason=why), id=name)]
 
 
-def pytest_generate_tests(metafunc):
-    if "subject" not in metafunc.fixturenames:
-        return
-    judge = metafunc.config.stash[_STATE]["judge"]
+def _cases(judge: Judge, claim: Claim) -> list:
+    """(claim, model) for every model of the run the claim judges."""
+    return [pytest.param((claim, k), id=f"{claim.id}-{k}") for k in judge.subjects(claim)]
+
+
+def claim_cases(claims: Claims, judge: Judge | None) -> list:
+    """The cases of the claims file in its order, then the profile's acceptance criteria."""
     if judge is None:
-        metafunc.parametrize("subject", _skip(NO_RUN, "no-run"))
-        return
-    if metafunc.module.CLAIM == ACCEPTANCE:  # the profile's own release criteria, one test per (criterion, model)
-        pairs = [(c, k) for c in judge.claims.for_run(judge.run) if c.id.startswith("profile:") for k in judge.subjects(c)]
-        if not pairs:
-            metafunc.parametrize("subject", _skip(f"profile {judge.run.profile_name} declares no acceptance criteria", "none"))
-            return
-        metafunc.parametrize("subject", pairs, ids=[f"{c.id.removeprefix('profile:')}-{k}" for c, k in pairs])
-        return
-    claim = judge.claims.get(metafunc.module.CLAIM)
-    if not claim.applies_to(judge.run.profile_name):
-        metafunc.parametrize("subject", _skip(f"claim {claim.id} does not apply to profile {judge.run.profile_name}", "n/a"))
-        return
-    keys = judge.subjects(claim)
-    if not keys:
-        metafunc.parametrize("subject", _skip(f"not measured: run {judge.run.id} has no {claim.subject} model", "none"))
-        return
-    metafunc.parametrize("subject", keys, ids=keys)
+        return [case for c in claims.claims for case in _skip(NO_RUN, f"{c.id}-no-run")] + _skip(NO_RUN, f"{ACCEPTANCE}-no-run")
+    run, cases = judge.run, []
+    for claim in claims.claims:
+        if not claim.applies_to(run.profile_name):
+            cases += _skip(f"claim {claim.id} does not apply to profile {run.profile_name}", f"{claim.id}-n/a")
+        else:
+            cases += _cases(judge, claim) or _skip(f"not measured: run {run.id} has no {claim.subject} model",
+                                                   f"{claim.id}-none")
+    acceptance = [case for c in claims.for_run(run) if c.id.startswith("profile:") for case in _cases(judge, c)]
+    return cases + (acceptance or _skip(f"profile {run.profile_name} declares no acceptance criteria", f"{ACCEPTANCE}-none"))
+
+
+def pytest_generate_tests(metafunc):
+    if "subject" in metafunc.fixturenames:
+        state = metafunc.config.stash[_STATE]
+        metafunc.parametrize("subject", claim_cases(state["claims"], state["judge"]))
 
 
 @pytest.fixture
 def verdict(request, subject):
     judge = request.config.stash[_STATE]["judge"]
-    if isinstance(subject, tuple):  # an acceptance criterion of the profile
-        return judge.judge(*subject)
-    return judge.judge(judge.claims.get(request.module.CLAIM), subject)
+    return judge.judge(*subject)
 
 
 @pytest.fixture
 def check():
     """Print the claim's rows, then assert once."""
-    from suites.report import table
 
     def _check(verdict):
         rows = [[r.other or "", r.ours, r.status, "; ".join([r.note, *r.flags])] for r in verdict.rows]
@@ -100,8 +104,6 @@ def pytest_terminal_summary(terminalreporter, config):
     state = config.stash.get(_STATE, None)
     if not state or state["judge"] is None:
         return
-    from suites.report import VERDICT_MARK, table
-
     judge = state["judge"]
     rows = [[v.claim.id, v.subject, v.ours, VERDICT_MARK[v.status].strip("*") + (" (gated)" if v.gated else "")]
             for v in judge.all()]

@@ -7,9 +7,10 @@
 A result whose `model_fingerprint` differs from its model's fingerprint belongs to an older model under
 the same key: it is treated as not measured, never reused. The evidence the statistics pair across
 models is read here: per-item outcomes of every task (accuracy), per-window NLL (perplexity),
-per-round timings (throughput) and repeated pruning timings. Two models are compared on items only
-when both were scored on the same documents; otherwise the comparison is not measured, and says why.
-Everything here only reads; judging is in `suites.verdicts`.
+per-round timings (throughput) and repeated pruning timings; so is the config.json saved with a
+model's weights. Two models are compared on items only when both were scored on the same documents;
+otherwise the comparison is not measured, and says why. Everything here only reads; the figures are
+computed in `suites.figures`, judged in `suites.verdicts`.
 """
 
 from __future__ import annotations
@@ -166,6 +167,20 @@ def _model_order(model: Model, profile_order: list[str]) -> tuple[int, int, str]
         return (0, 0, "")
     rank = profile_order.index(model.key) if model.key in profile_order else len(profile_order)
     return (1, rank, model.key)
+
+
+def saved_config(run: Run, key: str) -> tuple[Path, dict | None] | None:
+    """The config.json saved with a model's weights (at the recorded path, or relative to the run):
+    (its path, its content or None when it is not valid JSON); None when there is none."""
+    saved = run.models[key].saved
+    candidates = [Path(saved) / "config.json", run.path / saved / "config.json"] if saved else []
+    config = next((c for c in candidates if c.is_file()), None)
+    if config is None:
+        return None
+    try:
+        return config, json.loads(config.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return config, None
 
 
 # --- accuracy: per-item outcomes ---------------------------------------------------------------------

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from suites.claims import Claims
 from suites.evidence import Run
-from suites.verdicts import INCONCLUSIVE, NOT_MEASURED, PASS, Verdict, judge_run
+from suites.markdown import VERDICT_MARK, table
+from suites.outcomes import INCONCLUSIVE, NOT_MEASURED, PASS, Verdict
+from suites.verdicts import judge_run
 
 
 def blocking(verdicts: list[Verdict], allow_missing: bool = False) -> list[Verdict]:
@@ -26,8 +28,6 @@ def why(v: Verdict) -> str:
 
 
 def render_gate(run: Run, claims: Claims, allow_missing: bool = False) -> tuple[str, bool]:
-    from suites.report import VERDICT_MARK, table
-
     verdicts = judge_run(run, claims)
     gated = [v for v in verdicts if v.gated]
     blocked = blocking(verdicts, allow_missing)

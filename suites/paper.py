@@ -3,7 +3,8 @@
 The figures are copied from the transcription of the paper's tables that the project works from
 (`../shared/paper/laco-paper-tables.md`, not shipped), cell by cell, with the transcription's repairs
 (R1..R23) and filled cells (marked † there) named on each row. Every figure shown in a report carries
-its table number; a figure of another model than the run's is labelled as such.
+its table number; a figure of another model than the run's is labelled as such. The citations the
+verdicts show are formatted here.
 """
 
 from __future__ import annotations
@@ -82,10 +83,16 @@ class Figure:
     repairs: tuple[str, ...] = ()
     filled: bool = False
 
+    def text(self, unit: str = "") -> str:
+        """The figure as printed, marked † where it was filled from another table of the paper."""
+        return f"{self.value:g}{unit}{'†' if self.filled else ''}"
+
     def cite(self, unit: str = "") -> str:
-        marks = "†" if self.filled else ""
         repairs = f", {'/'.join(self.repairs)}" if self.repairs else ""
-        return f"{self.value:g}{unit}{marks} (Table {self.table}{repairs}, {self.model})"
+        return f"{self.text(unit)} (Table {self.table}{repairs}, {self.model})"
+
+
+UNITS = {"%": "%", "MB": " MB", "tokens/s": " tok/s", "s": " s"}  # a table's unit -> the suffix of its figures
 
 
 class Paper:
@@ -116,6 +123,36 @@ class Paper:
             if column in row.values:
                 return Figure(row.values[column], number, model, column, tuple(row.repairs), column in row.filled)
         return None
+
+    # -- citations: the paper's figures in the words a verdict shows them -------------------------------
+    @staticmethod
+    def label(model: str, own: bool) -> str:
+        """The paper's model, marked when it is not the run's own."""
+        return model + ("" if own else " (another model)")
+
+    def cite_method(self, number: int, columns: list[str], model: str, method: str) -> str:
+        """One method's figures in columns of a table: 'LaCo 80.28', 'LaCo Avg. 48.6 / Per. 80.28†';
+        '' when the paper has none of them."""
+        table = self.table(number)
+        unit = UNITS.get(table.unit if table else "", "")
+        parts = []
+        for column in columns:
+            figure = self.figure(number, column, model, method)
+            if figure:
+                parts.append(("" if len(columns) == 1 else f"{column} ") + figure.text(unit))
+        return f"{self.data.methods.get(method, method)} {' / '.join(parts)}" if parts else ""
+
+    def source(self, number: int, columns: list[str], model: str, own: bool) -> str:
+        """Where cited figures stand: 'Table 2 Per., Llama2-7B (another model)'."""
+        return f"Table {number}{' ' + columns[0] if len(columns) == 1 else ''}, {self.label(model, own)}"
+
+    def cite_lowest(self, number: int, model: str, method: str, own: bool) -> str:
+        """The lowest benchmark figure of a method's row: 'lowest 61.2% (BoolQ), Table 2, Llama2-7B'."""
+        row = next(iter(self.rows(number, model, method)), None)
+        if row is None:
+            return ""
+        worst = min(row.values, key=row.values.get)
+        return f"lowest {row.values[worst]:g}% ({worst}), Table {number}, {self.label(model, own)}"
 
     def benchmark_of_task(self, task: str) -> tuple[str, Benchmark] | None:
         for name, b in self.data.benchmarks.items():

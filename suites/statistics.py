@@ -146,11 +146,8 @@ def perplexity_ratio(nll_a: Sequence[float], nll_b: Sequence[float], tokens_per_
     a, b = np.asarray(nll_a, dtype=float), np.asarray(nll_b, dtype=float)
     if len(a) != len(b) or len(a) == 0:
         raise ValueError("perplexity windows differ in number")
-    diff = (a - b) / tokens_per_window
-    estimate = float(np.exp(diff.mean()))
-    index = _rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
-    draws = np.exp(diff[index].mean(axis=1))
-    return percentile_interval(estimate, draws, f"paired bootstrap over {len(diff)} windows ({resamples} resamples)")
+    return _exp_mean((a - b) / tokens_per_window, resamples, seed,
+                     f"paired bootstrap over {len(a)} windows ({resamples} resamples)")
 
 
 # --- throughput: paired bootstrap over rounds -----------------------------------------------------
@@ -162,11 +159,15 @@ def round_ratio(rates_a: Sequence[float], rates_b: Sequence[float], resamples: i
     a, b = np.asarray(rates_a, dtype=float), np.asarray(rates_b, dtype=float)
     if len(a) != len(b) or len(a) == 0:
         raise ValueError("the two models were not timed in the same rounds")
-    log_ratio = np.log(a) - np.log(b)
-    estimate = float(np.exp(log_ratio.mean()))
-    index = _rng(seed).integers(0, len(log_ratio), size=(resamples, len(log_ratio)))
-    draws = np.exp(log_ratio[index].mean(axis=1))
-    return percentile_interval(estimate, draws, f"paired bootstrap over {len(a)} interleaved rounds ({resamples} resamples)")
+    return _exp_mean(np.log(a) - np.log(b), resamples, seed,
+                     f"paired bootstrap over {len(a)} interleaved rounds ({resamples} resamples)")
+
+
+def _exp_mean(log_ratios: np.ndarray, resamples: int, seed: int | None, method: str) -> Interval:
+    """exp(mean) of per-unit log ratios of two models, the units resampled together (pairing kept)."""
+    estimate = float(np.exp(log_ratios.mean()))
+    index = _rng(seed).integers(0, len(log_ratios), size=(resamples, len(log_ratios)))
+    return percentile_interval(estimate, np.exp(log_ratios[index].mean(axis=1)), method)
 
 
 def independent_ratio(values_a: Sequence[float], values_b: Sequence[float], resamples: int = RESAMPLES,

@@ -1,118 +1,44 @@
 """Claims -> verdicts: the one judge that the suites, the reports, `laco gate` and `laco compare` use.
 
-A verdict is decided by where the 95% interval of the claim's statistic lies against its threshold:
-PASS when the whole interval is on the claim's side, FAIL when the whole interval is on the other
-side, INCONCLUSIVE when it straddles the threshold (with the number of items per task that would
-decide it at the observed effect). Apart from these three: *not measured* (a value is missing, n/a,
-failed or stale) and *not at the claim's conditions* (the model's pruning ratio is outside the band
-the paper states, or the other model is not at a matched ratio). Neither of those is ever a pass.
-
-Each comparison of a subject with one other model (or one benchmark) is a `Row`; a `Verdict` gathers
-the rows of one (claim, subject) pair: it passes only when every row passes.
-
-Statistics per metric (suites.statistics): accuracy pairs the items both models answered
-(stratified by task); perplexity pairs the windows; throughput pairs interleaved rounds; pruning time
-resamples repeats; parameter memory is exact. A measured speed-up whose whole interval lies above
-both the compute-bound ideal (FLOP ratio) and the layer ratio (the ceiling where per-layer overhead
-dominates) is "implausible: noise" and decides nothing.
+What a verdict is (PASS / FAIL / INCONCLUSIVE by where the claim's 95% interval lies against its
+threshold, *not measured*, *not at the claim's conditions*) is defined in `suites.outcomes`. Each kind
+of claim is judged by one function of `KINDS`, and each metric of a `versus` claim by one of `ROWS`.
+The intervals come from the run's figures (`suites.figures`): accuracy pairs the items both models
+answered (stratified by task); perplexity pairs the windows; throughput pairs interleaved rounds;
+pruning time resamples repeats; parameter memory is exact. A measured speed-up whose whole interval
+lies above both the compute-bound ideal (FLOP ratio) and the layer ratio is "implausible: noise" and
+decides nothing.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 
-from laco import LacoError
 from suites import evidence as ev
 from suites import statistics as st
 from suites.claims import Claim, Claims
 from suites.evidence import DENSE, NotMeasured, Run
+from suites.figures import Figures
+from suites.markdown import pct, pct_interval, pruned_text
+from suites.outcomes import (DECIDED, FAIL, INCONCLUSIVE, NOT_AT_CONDITIONS, NOT_MEASURED, PASS,  # noqa: F401 (the
+                             STATUSES, Row, Verdict, decide)  # statuses are read from here too)
 
-PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-NOT_MEASURED, NOT_AT_CONDITIONS = "not measured", "not at the claim's conditions"
-STATUSES = (PASS, FAIL, INCONCLUSIVE, NOT_MEASURED, NOT_AT_CONDITIONS)
-DECIDED = (PASS, FAIL)
+RETENTION = {  # the statistic of a retention claim on the average, and its definition in words
+    "accuracy.average": ("per", "mean over benchmarks of pruned / dense (the paper's Per., Table 2)"),
+    "accuracy.average_above_chance": ("above_chance", "(avg − chance) / (dense avg − chance)"),
+}
 
-
-def decide(interval: st.Interval, comparison: str, threshold: float) -> str:
-    """PASS / FAIL / INCONCLUSIVE by where the whole interval lies against the threshold."""
-    low, high = interval.low, interval.high
-    if comparison == ">":
-        return PASS if low > threshold else FAIL if high <= threshold else INCONCLUSIVE
-    if comparison == ">=":
-        return PASS if low >= threshold else FAIL if high < threshold else INCONCLUSIVE
-    if comparison == "<":
-        return PASS if high < threshold else FAIL if low >= threshold else INCONCLUSIVE
-    if comparison == "<=":
-        return PASS if high <= threshold else FAIL if low > threshold else INCONCLUSIVE
-    raise LacoError(f"unknown comparison {comparison!r}")
-
-
-@dataclass
-class Row:
-    """One comparison: the subject vs `other` (a model, or a benchmark of a per-benchmark claim)."""
-
-    status: str
-    other: str | None
-    ours: str
-    note: str = ""
-    interval: st.Interval | None = None
-    threshold: float | None = None
-    paper: str = ""  # the paper's figure for this comparison
-    items_needed: dict[str, int] | None = None
-    engine: str = ""  # which throughput engine decided it
-    flags: list[str] = field(default_factory=list)  # bound checks: "implausible: noise", "at chance"
-
-
-@dataclass
-class Verdict:
-    claim: Claim
-    subject: str
-    rows: list[Row]
-    gated: bool
-    paper: str  # the paper's figure (statement or cited number) for this run's model
-    ratio: float | None = None  # the subject's pruning ratio
-
-    @property
-    def status(self) -> str:
-        """PASS when every comparison at the claim's conditions passes; a comparison outside them (a
-        baseline not at a matched ratio, a benchmark where dense is at chance) is out of the claim's scope
-        and shown, but only when nothing is left in scope is the verdict 'not at the claim's conditions'."""
-        statuses = [r.status for r in self.rows if r.status != NOT_AT_CONDITIONS]
-        if not self.rows:
-            return NOT_MEASURED
-        if not statuses:
-            return NOT_AT_CONDITIONS
-        for s in (FAIL, INCONCLUSIVE, NOT_MEASURED):
-            if s in statuses:
-                return s
-        return PASS
-
-    @property
-    def ours(self) -> str:
-        if len(self.rows) == 1:
-            return self.rows[0].ours
-        return "; ".join(f"{r.other}: {r.ours}" for r in self.rows)
-
-    @property
-    def notes(self) -> list[str]:
-        return [n for r in self.rows for n in ([r.note] if r.note else []) + r.flags]
-
-
-# --- the judge ----------------------------------------------------------------------------------------
 
 class Judge:
-    """Judges the claims of one run; statistics settings come from the claims file."""
+    """Judges the claims of one run on its figures; statistics settings come from the claims file."""
 
-    def __init__(self, run: Run, claims: Claims):
+    def __init__(self, run: Run, claims: Claims, figures: Figures | None = None):
         self.run, self.claims = run, claims
-        s = claims.statistics
-        self.resamples, self.seed = s.resamples, s.seed
+        self.figures = figures or Figures(run, claims.statistics.resamples, claims.statistics.seed)
         self.paper_model, self.own_model = claims.paper.model_of(run.profile_name)
 
     # -- entry points --------------------------------------------------------------------------
@@ -136,16 +62,9 @@ class Judge:
         verdict = Verdict(claim, subject, [], claim.gated_for(self.run.profile_name), self.paper_text(claim, subject), ratio)
         outside = self.outside_conditions(claim, subject)
         if outside:
-            verdict.rows = [Row(NOT_AT_CONDITIONS, None, _ratio_text(ratio), outside)]
+            verdict.rows = [Row(NOT_AT_CONDITIONS, None, pruned_text(ratio), outside)]
             return verdict
-        if claim.kind == "loadable":
-            verdict.rows = [self.loadable(claim, subject)]
-        elif claim.kind == "versus":
-            verdict.rows = self.versus(claim, subject)
-        elif claim.kind == "retention":
-            verdict.rows = self.retention(claim, subject)
-        else:
-            verdict.rows = self.above_chance(claim, subject)
+        verdict.rows = KINDS[claim.kind](self, claim, subject)
         verdict.paper = self.verdict_paper(verdict)
         return verdict
 
@@ -202,47 +121,40 @@ class Judge:
             names = ", ".join(self.claims.methods(claim.against))
             return [Row(NOT_MEASURED, None, "-", f"run has no {claim.against} model ({names})")]
         group = claim.metric.partition(".")[0]
-        engine = self.throughput_engine(claim, [subject, *others]) if group == "throughput" else ""
+        row_of = partial(ROWS[group], self)
+        if group == "throughput":
+            row_of = partial(row_of, engine=self.throughput_engine([subject, *others]))
         rows = []
         for other in others:
             mismatch = self.unmatched(claim, subject, other)
             if mismatch:
-                rows.append(Row(NOT_AT_CONDITIONS, other, _ratio_text(self.run.models[other].pruning_ratio), mismatch))
+                rows.append(Row(NOT_AT_CONDITIONS, other, pruned_text(self.run.models[other].pruning_ratio), mismatch))
                 continue
             try:
-                row = COMPARE[group](self, claim, subject, other, engine)
+                row = row_of(claim, subject, other)
             except NotMeasured as exc:
                 row = Row(NOT_MEASURED, other, "-", str(exc))
             row.paper = self.paper_text(claim, subject, other)
             rows.append(row)
         return rows
 
-    def verdict_paper(self, verdict: Verdict) -> str:
-        """The claim's figure in words, then the paper's own figures for each comparison where it has them."""
-        cited = list(dict.fromkeys(r.paper for r in verdict.rows if r.paper))
-        return f"{verdict.claim.paper_figure}; paper: {'; '.join(cited)}" if cited else verdict.paper
-
-    def accuracy_row(self, claim: Claim, subject: str, other: str, _engine: str) -> Row:
-        items = ev.paired_items(self.run, [subject, other])
+    def accuracy_row(self, claim: Claim, subject: str, other: str) -> Row:
+        items = self.figures.paired(subject, other)
         k = claim.threshold
-
-        def diff(means):
-            return st.task_average(means, subject) - k * st.task_average(means, other)
-
-        interval = st.bootstrap_tasks(items, diff, self.resamples, self.seed)
+        interval = self.figures.difference(subject, other, k)
         s_avg, o_avg = (float(np.mean([items[t][m].mean() for t in items])) for m in (subject, other))
         scale = "" if k == 1 else f"{k:g}×"
-        ours = f"{_pct(s_avg)} vs {scale}{_pct(o_avg)}: {interval.fmt('+.1f', 100)} pt"
+        ours = f"{pct(s_avg)} vs {scale}{pct(o_avg)}: {interval.fmt('+.1f', 100)} pt"
         return self.row(claim, other, interval, 0.0, ours, items, f"{len(items)} tasks, paired items")
 
-    def perplexity_row(self, claim: Claim, subject: str, other: str, _engine: str) -> Row:
+    def perplexity_row(self, claim: Claim, subject: str, other: str) -> Row:
         a, b, tokens = ev.paired_windows(self.run, subject, other)
-        interval = st.perplexity_ratio(a, b, tokens, self.resamples, self.seed)
+        interval = self.figures.ppl_ratio(subject, other)
         pa, pb = (math.exp(sum(x) / (tokens * len(x))) for x in (a, b))
         ours = f"{pa:.2f} vs {pb:.2f}: ×{interval.fmt('.3g')}"
         return self.row(claim, other, interval, claim.threshold, ours, None, f"{len(a)} windows, paired")
 
-    def memory_row(self, claim: Claim, subject: str, other: str, _engine: str) -> Row:
+    def memory_row(self, claim: Claim, subject: str, other: str) -> Row:
         name = claim.metric.partition(".")[2]
         values = {}
         for key in (subject, other):
@@ -255,12 +167,10 @@ class Judge:
         ours = f"{values[subject]:.1f} MB vs {values[other]:.1f} MB (×{interval.estimate:.3f})"
         return self.row(claim, other, interval, claim.threshold, ours, None, "" if name == "param_mb" else kind)
 
-    def pruning_time_row(self, claim: Claim, subject: str, other: str, _engine: str) -> Row:
+    def pruning_time_row(self, claim: Claim, subject: str, other: str) -> Row:
         a, b, paired = ev.paired_pruning_seconds(self.run, subject, other)
-        if paired:
-            interval, note = st.round_ratio(a, b, self.resamples, self.seed), f"{len(a)} interleaved rounds"
-        else:
-            interval, note = st.independent_ratio(a, b, self.resamples, self.seed), f"{len(a)} and {len(b)} timings"
+        interval = self.figures.pruning_time_ratio(subject, other)
+        note = f"{len(a)} interleaved rounds" if paired else f"{len(a)} and {len(b)} timings"
         ours = f"{np.median(a):.2f} s vs {np.median(b):.2f} s: ×{interval.fmt('.3g')}"
         return self.row(claim, other, interval, claim.threshold, ours, None, note)
 
@@ -269,21 +179,21 @@ class Judge:
             raise NotMeasured(f"{subject} and {other} have no interleaved throughput on a common engine")
         rate = claim.metric.partition(".")[2]
         a, b = ev.paired_rounds(self.run, subject, other, engine, rate)
-        interval = st.round_ratio(a, b, self.resamples, self.seed)
+        speedup = self.figures.speedup(subject, other, engine, rate)
+        interval, ideal, bound = speedup.interval, speedup.ideal, speedup.bound
         ours = f"{np.median(a):.1f} vs {np.median(b):.1f} tok/s: ×{interval.fmt('.3g')}"
         row = self.row(claim, other, interval, claim.threshold, ours, None, f"{engine}, {len(a)} rounds")
         row.engine = engine
-        ideal, bound = ev.speedup_bounds(self.run, subject, other, rate)
         bound_text = f"compute-bound ideal ×{ideal:.3f}" + (f", layer ratio ×{bound:.3f}" if bound and bound > ideal else "") \
             if ideal is not None else ""
-        if bound is not None and interval.low > bound:
+        if speedup.implausible:
             row.flags.append(f"implausible: noise (measured ×{interval.fmt('.3g')} above the {bound_text})")
             row.status, row.items_needed = INCONCLUSIVE, None
         elif ideal is not None:
             row.flags.append(bound_text)
         return row
 
-    def throughput_engine(self, claim: Claim, keys: list[str]) -> str:
+    def throughput_engine(self, keys: list[str]) -> str:
         """The one engine every model of the comparison was timed on: vLLM where all loaded there, else HF."""
         for engine in ("vllm", "hf"):
             try:
@@ -305,120 +215,124 @@ class Judge:
     # -- retention ----------------------------------------------------------------------------------
     def retention(self, claim: Claim, subject: str) -> list[Row]:
         try:
-            items = ev.paired_items(self.run, [subject, DENSE])
+            items = self.figures.paired(subject, DENSE)
         except NotMeasured as exc:
             return [Row(NOT_MEASURED, DENSE, "-", str(exc))]
         if claim.metric == "accuracy.each":
-            return [self.retention_of_task(claim, subject, task, {task: items[task]}) for task in items]
-        if claim.metric == "accuracy.average":
-            statistic, what = (lambda m: np.mean([st.safe_ratio(m[t][subject], m[t][DENSE]) for t in sorted(m)], axis=0),
-                               "mean over benchmarks of pruned / dense (the paper's Per., Table 2)")
-        else:
-            def statistic(m):
-                above = st.task_average(m, subject) - st.task_average(m, "chance")
-                return st.safe_ratio(above, st.task_average(m, DENSE) - st.task_average(m, "chance"))
-            what = "(avg − chance) / (dense avg − chance)"
-        interval = st.bootstrap_tasks(items, statistic, self.resamples, self.seed)
-        row = self.row(claim, "average", interval, claim.threshold, _pct_interval(interval), items,
+            return [self.retention_of_task(claim, subject, task, items) for task in items]
+        which, what = RETENTION[claim.metric]
+        interval = getattr(self.figures.retention(subject), which)
+        row = self.row(claim, "average", interval, claim.threshold, pct_interval(interval), items,
                        f"{len(items)} tasks, paired items; {what}")
-        row.flags += self.chance_flags(items, subject)
+        row.flags += self.chance_flags(subject)
         return [row]
 
     def retention_of_task(self, claim: Claim, subject: str, task: str, items: dict) -> Row:
-        interval = st.bootstrap_tasks(items, lambda m: st.safe_ratio(m[task][subject], m[task][DENSE]), self.resamples,
-                                      self.seed)
+        interval = self.figures.task_retention(subject, task)
         s, d = items[task][subject].mean(), items[task][DENSE].mean()
-        row = self.row(claim, task, interval, claim.threshold, _pct_interval(interval),
-                       items, f"{_pct(s)} vs dense {_pct(d)} (n={len(items[task]['chance'])})")
-        row.flags += self.chance_flags(items, subject)
+        row = self.row(claim, task, interval, claim.threshold, pct_interval(interval),
+                       {task: items[task]}, f"{pct(s)} vs dense {pct(d)} (n={len(items[task]['chance'])})")
+        row.flags += self.chance_flags(subject, task)
         return row
 
-    def chance_flags(self, items: dict, subject: str) -> list[str]:
-        """'at chance' where the subject's average is not above the chance average (interval)."""
-        interval = st.bootstrap_tasks(items, lambda m: st.task_average(m, subject) - st.task_average(m, "chance"),
-                                      self.resamples, self.seed)
+    def chance_flags(self, subject: str, task: str | None = None) -> list[str]:
+        """'at chance' where the subject's average (or score on `task`) is not above chance (interval)."""
+        interval = self.figures.margin(subject, task)
         return [] if interval.low > 0 else [f"at chance: {subject} − chance = {interval.fmt('+.1f', 100)} pt"]
 
     # -- above chance ----------------------------------------------------------------------------------
     def above_chance(self, claim: Claim, subject: str) -> list[Row]:
         try:
-            items = ev.paired_items(self.run, [subject, DENSE])
+            items = self.figures.paired(subject, DENSE)
         except NotMeasured as exc:
             return [Row(NOT_MEASURED, DENSE, "-", str(exc))]
         rows = []
         for task, series in items.items():
-            one = {task: series}
-            dense = st.bootstrap_tasks(one, lambda m: m[task][DENSE] - m[task]["chance"], self.resamples, self.seed)
+            dense = self.figures.margin(DENSE, task)
             if dense.low <= 0:
                 rows.append(Row(NOT_AT_CONDITIONS, task, "-", f"dense itself is not above chance on {task} "
                                 f"({dense.fmt('+.1f', 100)} pt): nothing to keep"))
                 continue
-            interval = st.bootstrap_tasks(one, lambda m: m[task][subject] - m[task]["chance"], self.resamples, self.seed)
-            ours = f"{_pct(series[subject].mean())} vs chance {_pct(series['chance'].mean())}: {interval.fmt('+.1f', 100)} pt"
-            rows.append(self.row(claim, task, interval, 0.0, ours, one, f"n={len(series['chance'])}"))
+            interval = self.figures.margin(subject, task)
+            ours = f"{pct(series[subject].mean())} vs chance {pct(series['chance'].mean())}: {interval.fmt('+.1f', 100)} pt"
+            rows.append(self.row(claim, task, interval, 0.0, ours, {task: series}, f"n={len(series['chance'])}"))
         return rows
 
     # -- loadable ------------------------------------------------------------------------------------
-    def loadable(self, claim: Claim, subject: str) -> Row:
+    def loadable(self, claim: Claim, subject: str) -> list[Row]:
         record = self.run.models[subject].record
         loadable = record.get("loadable") or {}
         declared, reason = loadable.get(claim.engine), loadable.get("reason", "")
         if claim.engine == "vllm":
-            for name in ("throughput_vllm",):
-                if self.run.ok(subject, name) is not None:
-                    return Row(PASS, "vllm", "served by vLLM", f"{name} measured", st.exact(1.0))
+            if self.run.ok(subject, "throughput_vllm") is not None:
+                return [Row(PASS, "vllm", "served by vLLM", "throughput_vllm measured", st.exact(1.0))]
             if declared is False:
-                return Row(FAIL, "vllm", "not loadable", reason, st.exact(0.0))
-            return Row(NOT_MEASURED, "vllm", "-", self.run.missing_reason(subject, "throughput_vllm"))
+                return [Row(FAIL, "vllm", "not loadable", reason, st.exact(0.0))]
+            return [Row(NOT_MEASURED, "vllm", "-", self.run.missing_reason(subject, "throughput_vllm"))]
         if not record:
-            return Row(NOT_MEASURED, "transformers", "-", f"{subject}: no pruning record")
+            return [Row(NOT_MEASURED, "transformers", "-", f"{subject}: no pruning record")]
         loader = record.get("loader", "transformers")
         if declared is False or loader != "transformers":
-            return Row(FAIL, "transformers", f"needs {loader}", reason, st.exact(0.0))
-        problem, where = saved_config_problem(self.run.models[subject].saved, record, self.run.path)
+            return [Row(FAIL, "transformers", f"needs {loader}", reason, st.exact(0.0))]
+        problem, where = self.saved_config_problem(subject)
         if problem:
-            return Row(FAIL, "transformers", "config does not match", problem, st.exact(0.0))
+            return [Row(FAIL, "transformers", "config does not match", problem, st.exact(0.0))]
         if declared is None and not where:
-            return Row(NOT_MEASURED, "transformers", "-", f"{subject}: record declares no loadability, no saved config")
-        return Row(PASS, "transformers", "stock AutoModelForCausalLM", f"loader=transformers; {where or 'declared'}",
-                   st.exact(1.0))
+            return [Row(NOT_MEASURED, "transformers", "-", f"{subject}: record declares no loadability, no saved config")]
+        return [Row(PASS, "transformers", "stock AutoModelForCausalLM", f"loader=transformers; {where or 'declared'}",
+                    st.exact(1.0))]
+
+    def saved_config_problem(self, subject: str) -> tuple[str, str]:
+        """The config.json saved with the weights against the pruning record: a stock loader rebuilds the
+        model from it, so a layer count that disagrees would silently re-create deleted layers with random
+        weights. Returns (problem or "", what was checked)."""
+        saved = ev.saved_config(self.run, subject)
+        if saved is None:
+            return "", ""
+        config, content = saved
+        if content is None:
+            return f"{config}: not valid JSON", ""
+        layers, expected = content.get("num_hidden_layers"), self.run.models[subject].record.get("n_layers_after")
+        if expected is not None and layers != expected:
+            return f"{config}: num_hidden_layers={layers} but the model has {expected} layers", ""
+        return "", f"{config.name}: num_hidden_layers={layers}"
 
     # -- the paper beside us ------------------------------------------------------------------------
     def paper_text(self, claim: Claim, subject: str, other: str | None = None) -> str:
-        """The paper's figure for this claim on this run's model (or the reference model, labelled)."""
-        ref = claim.paper
+        """The paper's figure for this claim on this run's model (or the reference model, labelled):
+        for the subject alone, or for the subject against `other` ('' when the paper has not both)."""
+        ref, paper = claim.paper, self.claims.paper
+        alone = claim.paper_figure if other is None else ""
         if ref is None:
-            return claim.paper_figure if other is None else ""
-        paper = self.claims.paper
-        method = self.run.models[subject].method if subject in self.run.models else claim.subject
-        model = self.paper_model + ("" if self.own_model else " (another model)")
-        table = paper.table(ref.table)
-        unit = {"%": "%", "MB": " MB", "tokens/s": " tok/s", "s": " s"}.get(table.unit if table else "", "")
+            return alone
+        method = self.method_of(subject, claim.subject)
         if claim.metric == "accuracy.each":
-            row = next(iter(paper.rows(ref.table, self.paper_model, method)), None)
-            if row is None or other is not None:
-                return claim.paper_figure if other is None else ""
-            worst = min(row.values, key=row.values.get)
-            return f"{claim.paper_figure}; paper: lowest {row.values[worst]:g}% ({worst}), Table {ref.table}, {model}"
-
-        def cite(m: str) -> str:
-            parts = []
-            for column in ref.columns:
-                f = paper.figure(ref.table, column, self.paper_model, m)
-                if f:
-                    name = "" if len(ref.columns) == 1 else f"{column} "
-                    parts.append(f"{name}{f.value:g}{unit}{'†' if f.filled else ''}")
-            return f"{paper.data.methods.get(m, m)} {' / '.join(parts)}" if parts else ""
-
-        where = f"Table {ref.table}{' ' + ref.columns[0] if len(ref.columns) == 1 else ''}, {model}"
-        ours = cite(method)
+            lowest = paper.cite_lowest(ref.table, self.paper_model, method, self.own_model) if other is None else ""
+            return f"{claim.paper_figure}; paper: {lowest}" if lowest else alone
+        ours = paper.cite_method(ref.table, ref.columns, self.paper_model, method)
+        where = paper.source(ref.table, ref.columns, self.paper_model, self.own_model)
         if other is None:
-            return f"{claim.paper_figure}; paper: {ours} ({where})" if ours else claim.paper_figure
-        theirs = cite(self.run.models[other].method if other in self.run.models else other)
+            return f"{claim.paper_figure}; paper: {ours} ({where})" if ours else alone
+        theirs = paper.cite_method(ref.table, ref.columns, self.paper_model, self.method_of(other, other))
         return f"{ours} vs {theirs} ({where})" if ours and theirs else ""
 
+    def method_of(self, key: str, default: str) -> str:
+        return self.run.models[key].method if key in self.run.models else default
 
-COMPARE: dict[str, Callable] = {
+    def verdict_paper(self, verdict: Verdict) -> str:
+        """The claim's figure in words, then the paper's own figures for each comparison where it has them."""
+        cited = list(dict.fromkeys(r.paper for r in verdict.rows if r.paper))
+        return f"{verdict.claim.paper_figure}; paper: {'; '.join(cited)}" if cited else verdict.paper
+
+
+KINDS: dict[str, Callable[[Judge, Claim, str], list[Row]]] = {  # a claim's kind -> its rows
+    "retention": Judge.retention,
+    "above-chance": Judge.above_chance,
+    "versus": Judge.versus,
+    "loadable": Judge.loadable,
+}
+
+ROWS: dict[str, Callable[..., Row]] = {  # the metric group of a versus claim -> its row against one model
     "accuracy": Judge.accuracy_row,
     "perplexity": Judge.perplexity_row,
     "memory": Judge.memory_row,
@@ -427,37 +341,5 @@ COMPARE: dict[str, Callable] = {
 }
 
 
-def judge_run(run: Run, claims: Claims) -> list[Verdict]:
-    return Judge(run, claims).all()
-
-
-def saved_config_problem(saved: str | None, record: dict, run_dir: Path) -> tuple[str, str]:
-    """Check the saved config.json where the weights were kept: a stock loader rebuilds the model
-    from it, so a layer count that disagrees with the pruning record would silently re-create
-    deleted layers with random weights. Returns (problem or "", what was checked)."""
-    candidates = [Path(saved) / "config.json", run_dir / saved / "config.json"] if saved else []
-    config = next((c for c in candidates if c.is_file()), None)  # as recorded, or relative to the run
-    if config is None:
-        return "", ""
-    try:
-        layers = json.loads(config.read_text(encoding="utf-8")).get("num_hidden_layers")
-    except json.JSONDecodeError:
-        return f"{config}: not valid JSON", ""
-    expected = record.get("n_layers_after")
-    if expected is not None and layers != expected:
-        return f"{config}: num_hidden_layers={layers} but the model has {expected} layers", ""
-    return "", f"{config.name}: num_hidden_layers={layers}"
-
-
-# --- formatting ---------------------------------------------------------------------------------------
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def _pct_interval(interval: st.Interval) -> str:
-    return interval.fmt(".1f", 100) + " %"
-
-
-def _ratio_text(ratio: float | None) -> str:
-    return f"pruned {ratio:.1%}" if ratio is not None else "-"
+def judge_run(run: Run, claims: Claims, figures: Figures | None = None) -> list[Verdict]:
+    return Judge(run, claims, figures).all()

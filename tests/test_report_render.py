@@ -16,7 +16,8 @@ from run_fixtures import FIXTURES, good_models, write_run
 from laco.cli import main
 from suites.claims import load_claims
 from suites.evidence import load_run
-from suites.report import render, table
+from suites.markdown import table
+from suites.report import render
 
 EXAMPLE = FIXTURES / "example-smollm2"
 GOLDEN = Path(__file__).parent / "fixtures" / "reports" / "example-smollm2.md"

@@ -1,0 +1,61 @@
+"""A run as a markdown report (GitHub pipe tables via tabulate) with PNG plots beside it.
+
+Verdicts first, with their intervals and the paper's figure beside ours; then the checks of the run's
+figures against their bounds; then tables shaped like the paper's (scores per benchmark, retention,
+perplexity, pruning time, memory and tokens/s with FLOPs and the compute-bound ideal), the time each
+measurement took, and LaCo's search trace. Everything is read from the run, its figures
+(suites.figures, computed once) and the verdicts; the report only formats, and measures nothing. The
+output holds no clock time other than what the run recorded, so the same run renders the same text.
+
+    overview.py  the run at a glance, the models at the paper's conditions, verdicts, checks
+    models.py    the models, time per measurement, code versions, LaCo's search trace, not measured
+    results.py   dense reproduction, accuracy, perplexity, pruning time, compute/memory/throughput
+    sweeps.py    retention against the pruning ratio (Table 7) and the ablations (Appendix B)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from laco import atomic
+from suites.claims import Claims
+from suites.evidence import Run
+from suites.outcomes import Verdict
+from suites.report.models import code_section, missing_section, models_section, time_section, trace_section
+from suites.report.overview import checks_section, conditions_section, header, verdict_section
+from suites.report.results import (accuracy_section, dense_reproduction_section, efficiency_section, perplexity_section,
+                                   pruning_time_section)
+from suites.report.sweeps import ablation_section, ratio_section
+from suites.verdicts import Judge
+
+
+def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> tuple[str, dict]:
+    """The markdown of the report and what its plots need: {"retention", "traces", "curves", "paper_points"}."""
+    judge = Judge(run, claims)
+    figures = judge.figures
+    verdicts = judge.all() if verdicts is None else verdicts
+    accuracy, retention = accuracy_section(run, figures)
+    ratios, curves, paper_points = ratio_section(run, claims, figures)
+    trace, traces = trace_section(run)
+    parts = [header(run, verdicts), conditions_section(run, judge, claims), verdict_section(verdicts, claims),
+             checks_section(figures), models_section(run), dense_reproduction_section(run, claims), accuracy,
+             ratios, ablation_section(run, claims, figures), perplexity_section(run, figures), pruning_time_section(run),
+             efficiency_section(run, figures), time_section(run), code_section(run), trace, missing_section(run)]
+    plots = {"retention": retention, "traces": traces, "curves": curves, "paper_points": paper_points}
+    return "\n\n".join(p for p in parts if p) + "\n", plots
+
+
+def write_report(run: Run, claims: Claims, out_dir: str | Path = "reports") -> Path:
+    """reports/<run-id>.md and reports/<run-id>/*.png, each put in place whole (laco.atomic)."""
+    from suites.plots import ratio_curve_plot, retention_plot, similarity_plot
+
+    out_dir = Path(out_dir)
+    text, plots = render(run, claims)
+    with atomic.folder(out_dir / run.id, if_exists="replace") as images:
+        if plots["retention"]:
+            retention_plot(plots["retention"], images / "retention.png")
+        if plots["traces"]:
+            similarity_plot(plots["traces"], images / "similarity.png")
+        if plots["curves"]:
+            ratio_curve_plot(plots["curves"], plots["paper_points"], images / "ratio.png")
+    return atomic.write_text(out_dir / f"{run.id}.md", text)
