@@ -118,6 +118,7 @@ def task_scores(raw: dict, name: str, metric: str) -> dict:
         "acc_norm": result.get("acc_norm,none"),
         "acc_norm_stderr": result.get("acc_norm_stderr,none"),
         "n": sum(raw["n"].get(leaf, 0) for leaf in leaves),
+        "n_available": sum(raw.get("n_available", {}).get(leaf, 0) for leaf in leaves) or None,  # the data set's items
         "metric": metric,
         # a group's hash combines its subtasks' hashes
         "task_hash": raw["task_hashes"].get(name) if leaves == [name]

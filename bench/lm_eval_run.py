@@ -32,7 +32,7 @@ def run_lm_eval(
     model_args: dict | None = None,
 ) -> dict:
     """Evaluate `tasks` ({name: {limit, num_fewshot}}) with `lm` (an LM object or a backend name
-    such as "vllm" with `model_args`); returns {"results", "n", "task_hashes", "subtasks"}."""
+    such as "vllm" with `model_args`); returns {"results", "n", "n_available", "task_hashes", "subtasks", "items"}."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import hash_string
@@ -60,8 +60,11 @@ def run_lm_eval(
         for task, items in out.get("samples", {}).items()
     }
     n = {task: int(v.get("effective", v.get("original", 0))) for task, v in out.get("n-samples", {}).items()}
+    # the data set's items, beyond the profile's limit: what a claim could still be decided on
+    available = {task: int(v["original"]) for task, v in out.get("n-samples", {}).items() if "original" in v}
     items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
-    return {"results": _plain(out["results"]), "n": n, "task_hashes": task_hashes, "subtasks": subtasks, "items": items}
+    return {"results": _plain(out["results"]), "n": n, "n_available": available, "task_hashes": task_hashes,
+            "subtasks": subtasks, "items": items}
 
 
 def load_tasks(manager, tasks: dict[str, dict]) -> tuple[list, dict, dict]:

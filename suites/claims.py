@@ -1,11 +1,14 @@
-"""Claims as data: the schema of claims.toml, the roles methods play, and the conditions of each claim.
+"""Claims as data: the schema of the claims files, the roles methods play, and the conditions of each claim.
 
-A claim names what is compared (kind, metric), how (comparison, threshold), between which models
-(subject role, `against` role or dense) and under which conditions the paper makes it: the band of
-pruning ratios of the subject, and for comparisons the matched ratio of the other model (§3.3: "equal
-or slightly smaller"). A model outside the conditions is shown with its ratio as "not at the claim's
-conditions", never judged, never a pass. Profiles add release criteria of their own (`acceptance` in
-a bench profile); they become claims here, against the dense model.
+`suites/claims/` holds one file per paper (`laco.toml`: the LaCo paper's claims; `come.toml`: CoMe's),
+each with its paper's citation, its roles and its claims. A claim names what is compared (kind, metric),
+how (comparison, threshold), between which models (subject role, `against` role or dense), under which
+conditions the paper makes it (the band of pruning ratios of the subject, and for comparisons the
+matched ratio of the other model, LaCo §3.3: "equal or slightly smaller"), and for a comparison the
+margin within which two figures count as equal. A model outside the conditions is shown with its ratio
+as "not at the claim's conditions", never judged, never a pass. A run judges every claims file whose
+subject methods it measured. Profiles add release criteria of their own (`acceptance` in a bench
+profile); they become claims here, against the dense model.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 from pydantic import Field, model_validator
 
@@ -22,12 +25,13 @@ from laco.config import Strict, load
 from suites.evidence import DENSE, Run
 
 KINDS = ("retention", "above-chance", "versus", "loadable")
-METRICS = ("accuracy.average", "accuracy.average_above_chance", "accuracy.each", "perplexity.ppl", "memory.param_mb",
-           "memory.peak_mb", "throughput.output_tokens_per_s", "throughput.decode_tokens_per_s",
-           "throughput.total_tokens_per_s", "pruning_time.seconds", "")
-Metric = Literal["accuracy.average", "accuracy.average_above_chance", "accuracy.each", "perplexity.ppl",
-                 "memory.param_mb", "memory.peak_mb", "throughput.output_tokens_per_s",
+# accuracy.average: the LaCo paper's Per., the mean over benchmarks of pruned / dense; accuracy.average_ratio:
+# the average score over dense's (CoMe's "retains 83% of its average accuracy"); accuracy.average_above_chance:
+# (avg - chance) / (dense avg - chance); accuracy.each: per benchmark
+Metric = Literal["accuracy.average", "accuracy.average_ratio", "accuracy.average_above_chance", "accuracy.each",
+                 "perplexity.ppl", "memory.param_mb", "memory.peak_mb", "throughput.output_tokens_per_s",
                  "throughput.decode_tokens_per_s", "throughput.total_tokens_per_s", "pruning_time.seconds", ""]
+METRICS = get_args(Metric)
 
 
 class Conditions(Strict):
@@ -59,6 +63,11 @@ class Claim(Strict):
     metric: Metric = ""
     comparison: Literal[">", ">=", "<", "<="] = ">="
     threshold: float = 1.0
+    # the threshold is the paper's own figure of the statistic for the paper's model matching the run
+    threshold_of_paper: bool = False
+    # versus only: the margin within which the two figures count as equal (accuracy: points as a fraction,
+    # 0.005 = 0.5 pt; ratios: relative, the ratio within threshold / (1 + margin) .. threshold x (1 + margin))
+    margin: float | None = Field(default=None, gt=0, lt=1)
     subject: str = "laco"  # a role (or a method label)
     against: str = DENSE  # a role, or "dense"
     engine: Literal["transformers", "vllm", ""] = ""  # loadable only
@@ -75,6 +84,10 @@ class Claim(Strict):
             raise ValueError(f"a {self.kind} claim names its metric")
         if self.kind in ("retention", "above-chance") and not self.metric.startswith("accuracy."):
             raise ValueError(f"a {self.kind} claim needs an accuracy metric")
+        if self.margin is not None and self.kind != "versus":
+            raise ValueError(f"claim {self.id}: only a versus claim compares two figures and takes a margin")
+        if self.threshold_of_paper and self.metric != "accuracy.average_above_chance":
+            raise ValueError(f"claim {self.id}: threshold_of_paper is the paper's above-chance retention only")
         return self
 
     def applies_to(self, profile: str) -> bool:
@@ -85,6 +98,14 @@ class Claim(Strict):
             return self.gate and self.applies_to(profile)
         return profile in self.gate or "*" in self.gate
 
+    def equal_band(self) -> tuple[float, float] | None:
+        """The interval of the statistic within which the two figures count as equal (None: no margin)."""
+        if self.margin is None:
+            return None
+        if self.metric.startswith("accuracy."):  # the statistic: subject - threshold x other, 0 at a tie
+            return -self.margin, self.margin
+        return self.threshold / (1 + self.margin), self.threshold * (1 + self.margin)
+
 
 class StatisticsSettings(Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
@@ -92,8 +113,17 @@ class StatisticsSettings(Strict):
     seed: int = 20240219
 
 
+class PaperInfo(Strict):
+    """The paper whose claims a file holds."""
+
+    name: str  # its method's name, e.g. "LaCo"
+    citation: str
+    year: int
+
+
 class ClaimsFile(Strict):
-    paper_figures: str = "paper_figures.toml"
+    paper: PaperInfo
+    paper_figures: str | None = None  # the paper's tables (schema: suites/paper.py), where the project has them
     statistics: StatisticsSettings = Field(default_factory=StatisticsSettings)
     roles: dict[str, list[str]]
     claim: list[Claim]
@@ -108,21 +138,34 @@ class ClaimsFile(Strict):
             for role in (c.subject, c.against):
                 if role != DENSE and role not in self.roles:
                     raise ValueError(f"claim {c.id}: unknown role {role!r} (roles: {', '.join(self.roles)})")
+            if c.paper is not None and self.paper_figures is None:
+                raise ValueError(f"claim {c.id} cites a table, but the file names no paper_figures")
         return self
 
 
 class Claims:
-    """The claims file with its roles and the paper's figures; profile acceptance criteria are added
-    per run (`for_run`)."""
+    """The claims files of every paper, with their roles and the paper's figures; profile acceptance
+    criteria are added per run (`for_run`)."""
 
-    def __init__(self, data: ClaimsFile, path: Path, paper):
-        self.data, self.path, self.paper = data, path, paper
-        self.claims: list[Claim] = list(data.claim)
-        self.roles = {k: tuple(v) for k, v in data.roles.items()}
+    def __init__(self, files: dict[Path, ClaimsFile], path: Path, paper):
+        self.files, self.path, self.paper = files, path, paper
+        self.claims: list[Claim] = [c for data in files.values() for c in data.claim]
+        self._paper_of = {c.id: data.paper for data in files.values() for c in data.claim}
+        self.roles: dict[str, tuple[str, ...]] = {}
+        for file, data in files.items():
+            for role, methods in data.roles.items():
+                if self.roles.setdefault(role, tuple(methods)) != tuple(methods):
+                    raise LacoError(f"{file}: role {role!r} is {methods}, another claims file makes it {list(self.roles[role])}")
+        doubled = sorted({c.id for c in self.claims if sum(d.id == c.id for d in self.claims) > 1})
+        if doubled:
+            raise LacoError(f"{path}: claim ids used in two files: {', '.join(doubled)}")
+        settings = [d.statistics for d in files.values()]
+        if any(s != settings[0] for s in settings):
+            raise LacoError(f"{path}: the claims files disagree on [statistics]")
 
     @property
     def statistics(self) -> StatisticsSettings:
-        return self.data.statistics
+        return next(iter(self.files.values())).statistics
 
     def get(self, claim_id: str) -> Claim:
         for c in self.claims:
@@ -130,15 +173,25 @@ class Claims:
                 return c
         raise LacoError(f"no claim {claim_id!r} in {self.path}")
 
+    def paper_of(self, claim: Claim) -> PaperInfo | None:
+        """The paper that makes the claim (None for a profile's acceptance criterion)."""
+        return self._paper_of.get(claim.id)
+
     def methods(self, role: str) -> tuple[str, ...]:
         """Method names (or labels) playing a role; a name that is not a role stands for itself."""
         if role == DENSE:
             return (DENSE,)
         return self.roles.get(role, (role,))
 
+    def measured(self, run: Run, claim: Claim) -> bool:
+        """Whether the run measured a subject method of the claim's file (then the whole file is judged)."""
+        data = next((d for d in self.files.values() if claim in d.claim), None)
+        return data is None or any(run.keys_of(self.methods(c.subject)) for c in data.claim)
+
     def for_run(self, run: Run) -> list[Claim]:
-        """The claims that apply to the run's profile, then the profile's own acceptance criteria."""
-        own = [c for c in self.claims if c.applies_to(run.profile_name)]
+        """The claims of every file the run measured that apply to its profile, then the profile's own
+        acceptance criteria."""
+        own = [c for c in self.claims if c.applies_to(run.profile_name) and self.measured(run, c)]
         return own + acceptance_claims(run)
 
 
@@ -155,17 +208,28 @@ def acceptance_claims(run: Run) -> list[Claim]:
 
 
 def suites_data(name: str) -> Path:
-    """A data file shipped with the suites package (claims.toml, paper_figures.toml, tolerances.toml)."""
+    """A data file or folder shipped with the suites package (claims/, paper_figures.toml, tolerances.toml)."""
     return Path(str(resources.files("suites").joinpath(name)))
 
 
 def load_claims(path: str | Path | None = None) -> Claims:
-    """claims.toml (the package's, $LACO_CLAIMS, or `path`) with the paper figures it names."""
+    """The claims files (every *.toml of the folder `path`, $LACO_CLAIMS or the package's claims/, or the
+    one file `path`), oldest paper first, with the paper figures they name."""
     from suites.paper import load_paper
 
-    path = Path(path or os.environ.get("LACO_CLAIMS") or suites_data("claims.toml"))
-    data = load(path, ClaimsFile, "claims")
-    figures = path.parent / data.paper_figures
-    if not figures.is_file():
-        figures = suites_data(data.paper_figures)
-    return Claims(data, path, load_paper(figures))
+    path = Path(path or os.environ.get("LACO_CLAIMS") or suites_data("claims"))
+    if path.is_dir():
+        found = sorted(path.glob("*.toml"))
+        if not found:
+            raise LacoError(f"{path}: no claims file (*.toml) in this folder")
+    else:
+        found = [path]
+    files = {p: load(p, ClaimsFile, "claims") for p in found}
+    files = dict(sorted(files.items(), key=lambda kv: (kv[1].paper.year, kv[0].name)))
+    named = {(p.parent / d.paper_figures).resolve() for p, d in files.items() if d.paper_figures}
+    if len({f.name for f in named}) > 1:
+        raise LacoError(f"{path}: the claims files name different paper figures: {', '.join(sorted(f.name for f in named))}")
+    figures = next(iter(named), None)
+    if figures is None or not figures.is_file():
+        figures = suites_data(figures.name if figures else "paper_figures.toml")
+    return Claims(files, path, load_paper(figures))

@@ -1,15 +1,16 @@
 """The claims suite: `pytest suites --run runs/ID` judges a finished (or partial) bench run.
 
-One test (test_claims.py) is parametrised from the claims file: one case per claim and model of the
-run that the claim judges (id `CLAIM-MODEL`, so `-k CLAIM` selects a claim), then one per acceptance
-criterion of the run's profile and model (id `profile:CRITERION-MODEL`). The judging is
-`suites.verdicts`, the same code the report and `laco gate` use; each case prints the claim's rows
-and asserts once:
+One test (test_claims.py) is parametrised from the claims files (one per paper, suites/claims/): one
+case per claim and model of the run that the claim judges (id `CLAIM-MODEL`, so `-k CLAIM` selects a
+claim), then one per acceptance criterion of the run's profile and model (id `profile:CRITERION-MODEL`).
+The judging is `suites.verdicts`, the same code the report and `laco gate` use; each case prints the
+claim's rows (with each row's p-value and Holm level) and asserts once:
   PASS -> passed;  FAIL -> failed;  INCONCLUSIVE -> failed with the interval and the items that would
-  decide (an undecided claim is not a pass);  not measured / not at the claim's conditions -> skipped
-  with the reason (never passed).
-A claim that does not apply to the run's profile, or whose role has no model in the run, is one
-skipped case. Without --run every claim is one skipped case with a message saying how to give a run.
+  decide (an undecided claim is not a pass);  equal (within margin) -> failed (a tie is not a pass);
+  not measured / not at the claim's conditions -> skipped with the reason (never passed).
+A claim that does not apply to the run's profile, whose paper's file the run did not measure (no model
+of its subjects), or whose role has no model in the run, is one skipped case. Without --run every claim
+is one skipped case with a message saying how to give a run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from laco import LacoError
 from suites.claims import Claim, Claims, load_claims
 from suites.evidence import load_run
 from suites.markdown import VERDICT_MARK, table
-from suites.outcomes import FAIL, INCONCLUSIVE, PASS
+from suites.outcomes import EQUAL, FAIL, INCONCLUSIVE, PASS
 from suites.verdicts import Judge
 
 _STATE = pytest.StashKey[dict]()
@@ -31,7 +32,7 @@ NO_RUN = "no run given: judge one with `pytest suites --run runs/ID` (written by
 def pytest_addoption(parser):
     group = parser.getgroup("laco claims")
     group.addoption("--run", help="run directory written by `laco bench` (runs/ID) to judge")
-    group.addoption("--claims", help="claims file (default: the one shipped with the suites)")
+    group.addoption("--claims", help="a claims file or folder of them (default: the suites' own, one per paper)")
 
 
 def pytest_configure(config):
@@ -62,6 +63,9 @@ def claim_cases(claims: Claims, judge: Judge | None) -> list:
     for claim in claims.claims:
         if not claim.applies_to(run.profile_name):
             cases += _skip(f"claim {claim.id} does not apply to profile {run.profile_name}", f"{claim.id}-n/a")
+        elif not claims.measured(run, claim):
+            paper = claims.paper_of(claim)
+            cases += _skip(f"run {run.id} measured none of the methods {paper.name}'s claims are about", f"{claim.id}-n/a")
         else:
             cases += _cases(judge, claim) or _skip(f"not measured: run {run.id} has no {claim.subject} model",
                                                    f"{claim.id}-none")
@@ -86,17 +90,26 @@ def check():
     """Print the claim's rows, then assert once."""
 
     def _check(verdict):
-        rows = [[r.other or "", r.ours, r.status, "; ".join([r.note, *r.flags])] for r in verdict.rows]
-        text = table(rows, ["vs", "ours [95%]", "verdict", "note"])
-        print(f"\n{verdict.claim.statement} ({verdict.claim.source})\npaper: {verdict.paper}\n{text}")
+        rows = [[r.other or "", r.ours, r.status, _test_of(r), "; ".join([r.note, *r.flags])] for r in verdict.rows]
+        text = table(rows, ["vs", "ours [95%]", "verdict", "p / Holm level", "note"])
+        left_out = "".join(f"\nleft out: {why}" for why in verdict.left_out)
+        print(f"\n{verdict.claim.statement} ({verdict.claim.source})\npaper: {verdict.paper}{left_out}\n{text}")
         if verdict.status == PASS:
             return
-        if verdict.status in (FAIL, INCONCLUSIVE):  # the one assertion: an undecided claim is not a pass
+        if verdict.status in (FAIL, INCONCLUSIVE, EQUAL):  # the one assertion: undecided or tied is not a pass
             pytest.fail(f"{verdict.claim.id} is {verdict.status} for {verdict.subject}:\n{text}", pytrace=False)
         notes = dict.fromkeys(r.note for r in verdict.rows if r.status != PASS and r.note)
         pytest.skip(f"{verdict.status}: " + "; ".join(notes))
 
     return _check
+
+
+def _test_of(row) -> str:
+    if row.p_value is None:
+        return ""
+    level = f" / {row.adjusted_level:.3g}" if row.adjusted_level is not None else ""
+    coverage = f"; interval covers {row.coverage:.0%}" if row.coverage is not None else ""
+    return f"{row.p_value:.3g}{level}{coverage}"
 
 
 def pytest_terminal_summary(terminalreporter, config):

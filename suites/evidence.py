@@ -16,6 +16,7 @@ computed in `suites.figures`, judged in `suites.verdicts`.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -275,6 +276,27 @@ def item_check(run: Run) -> list[str]:
             if task in items and (items[task].doc_id != d.doc_id or items[task].doc_hash != d.doc_hash):
                 problems.append(items_disagree(task, DENSE, d, key, items[task]))
     return problems
+
+
+def available_items(run: Run, key: str = DENSE) -> dict[str, int | None]:
+    """How many items each task's data set has (the most a profile could evaluate): `n_available` of the
+    accuracy result (lm-eval's n-samples "original"); for a run measured before it was recorded, the lines
+    of the local file the run's generated task folder points at (its test split, else its validation
+    split); None where neither is known."""
+    tasks = run.need(key, "accuracy").values.get("tasks", {})
+    return {task: summary.get("n_available") or _data_file_lines(run, task) for task, summary in tasks.items()}
+
+
+def _data_file_lines(run: Run, task: str) -> int | None:
+    config = run.path / "lm_eval_tasks" / f"{task}.yaml"
+    if not config.is_file():
+        return None
+    splits = dict(re.findall(r"^\s+(test|validation):\s*(\S+)\s*$", config.read_text(encoding="utf-8"), re.M))
+    data = Path(splits.get("test") or splits.get("validation") or "")
+    if not data.name or not data.is_file():
+        return None
+    with data.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 # --- perplexity: per-window NLL ----------------------------------------------------------------------

@@ -6,9 +6,14 @@ them bootstraps on its own. Every interval is the paired one of `suites.statisti
 the two models share (items, windows, rounds), with the claims file's resamples and seed, so one
 figure has one value wherever it is shown.
 
-Retention, in the paper's sense and ours:
-- Per. (the paper's Table 2): the mean over benchmarks of pruned score / dense score;
+Retention, in the papers' senses and ours:
+- Per. (the LaCo paper's Table 2): the mean over benchmarks of pruned score / dense score;
+- of the average (CoMe's abstract): the average score over the dense average;
 - above chance: (avg − chance) / (dense avg − chance), which is 0 for a model that guesses.
+Each is computed over the benchmarks where dense is above chance (the 95% interval of dense − chance
+lies above 0): on a benchmark where dense itself guesses there is nothing to keep, and a near-chance
+dense score would make a guessing model look as if it kept most of it. The others are left out, with
+the reason (`left_out`).
 
 Plausibility: a step's time is per-layer overhead plus FLOP-proportional work, so a measured speed-up
 lies at most at the larger of the FLOP ratio and the layer ratio (`evidence.speedup_bounds`); a
@@ -37,7 +42,9 @@ class Retention:
 
     per: st.Interval  # mean over benchmarks of pruned / dense (the paper's Per.)
     above_chance: st.Interval  # (avg − chance) / (dense avg − chance)
-    tasks: int  # benchmarks both answered
+    tasks: int  # benchmarks both answered where dense is above chance
+    of_average: st.Interval | None = None  # avg / dense avg
+    left_out: dict[str, str] | None = None  # benchmarks left out (dense not above chance) -> why
 
 
 @dataclass(frozen=True)
@@ -92,18 +99,50 @@ class Figures:
         items, dense = ev.task_items(self.run, key), ev.task_items(self.run, DENSE)
         return {t: items[t].score / dense[t].score for t in tasks if t in items and t in dense and dense[t].score}
 
+    def dense_at_chance(self) -> dict[str, str]:
+        """The benchmarks where dense is not above chance (its paired 95% interval of score − chance reaches
+        0), each with the reason: left out of every retention figure and claim."""
+        def compute() -> dict[str, str]:
+            out = {}
+            for task in self.paired(DENSE):
+                margin = self.margin(DENSE, task)
+                if margin.low <= 0:
+                    out[task] = f"{task}: dense not above chance ({margin.fmt('+.1f', 100)} pt)"
+            return out
+
+        return self._once(("dense at chance",), compute)
+
+    def left_out(self, key: str) -> dict[str, str]:
+        """Of the benchmarks key answered beside dense, those left out of its retention (dense at chance)."""
+        shared = self.paired(key, DENSE)
+        return {t: why for t, why in self.dense_at_chance().items() if t in shared}
+
+    def retained(self, key: str) -> dict[str, dict[str, np.ndarray]]:
+        """The items key and dense share on the benchmarks where dense is above chance."""
+        def compute() -> dict[str, dict[str, np.ndarray]]:
+            items = {t: v for t, v in self.paired(key, DENSE).items() if t not in self.dense_at_chance()}
+            if not items:
+                raise NotMeasured(f"dense is not above chance on any benchmark {key} answered: nothing to keep")
+            return items
+
+        return self._once(("retained", key), compute)
+
     def retention(self, key: str) -> Retention:
         def compute() -> Retention:
-            items = self.paired(key, DENSE)
+            items = self.retained(key)
 
             def per(m):
                 return np.mean([st.safe_ratio(m[t][key], m[t][DENSE]) for t in sorted(m)], axis=0)
+
+            def of_average(m):
+                return st.safe_ratio(st.task_average(m, key), st.task_average(m, DENSE))
 
             def above(m):
                 chance = st.task_average(m, "chance")
                 return st.safe_ratio(st.task_average(m, key) - chance, st.task_average(m, DENSE) - chance)
 
-            return Retention(self._bootstrap(items, per), self._bootstrap(items, above), len(items))
+            return Retention(self._bootstrap(items, per), self._bootstrap(items, above), len(items),
+                             self._bootstrap(items, of_average), self.left_out(key))
 
         return self._once(("retention", key), compute)
 
@@ -137,7 +176,7 @@ class Figures:
         """PPL(a) / PPL(b) on the windows both read."""
         def compute() -> st.Interval:
             na, nb, tokens = ev.paired_windows(self.run, a, b)
-            return st.perplexity_ratio(na, nb, tokens, self.resamples, self.seed)
+            return st.perplexity_ratio(na, nb, tokens)
 
         return self._once(("ppl", a, b), compute)
 
@@ -146,7 +185,7 @@ class Figures:
         def compute() -> st.Interval:
             xa, xb, paired = ev.paired_pruning_seconds(self.run, a, b)
             ratio = st.round_ratio if paired else st.independent_ratio
-            return ratio(xa, xb, self.resamples, self.seed)
+            return ratio(xa, xb)
 
         return self._once(("pruning time", a, b), compute)
 
@@ -158,6 +197,6 @@ class Figures:
         """Tokens/s of a / b in the interleaved rounds of one engine, with its ideal and ceiling."""
         def compute() -> Speedup:
             ra, rb = ev.paired_rounds(self.run, a, b, engine, rate)
-            return Speedup(st.round_ratio(ra, rb, self.resamples, self.seed), *self.bounds(a, b, rate))
+            return Speedup(st.round_ratio(ra, rb), *self.bounds(a, b, rate))
 
         return self._once(("speedup", a, b, engine, rate), compute)

@@ -9,10 +9,10 @@ from tabulate import tabulate
 
 from suites import statistics as st
 from suites.evidence import DENSE, Run
-from suites.outcomes import FAIL, INCONCLUSIVE, NOT_AT_CONDITIONS, NOT_MEASURED, PASS
+from suites.outcomes import EQUAL, FAIL, INCONCLUSIVE, NOT_AT_CONDITIONS, NOT_MEASURED, PASS
 
-VERDICT_MARK = {PASS: "PASS", FAIL: "**FAIL**", INCONCLUSIVE: "*INCONCLUSIVE*", NOT_MEASURED: "not measured",
-                NOT_AT_CONDITIONS: "not at the claim's conditions"}
+VERDICT_MARK = {PASS: "PASS", FAIL: "**FAIL**", EQUAL: "equal (within margin)", INCONCLUSIVE: "*INCONCLUSIVE*",
+                NOT_MEASURED: "not measured", NOT_AT_CONDITIONS: "not at the claim's conditions"}
 
 
 def table(rows: Iterable[Iterable], headers: list[str], align: str | None = None) -> str:

@@ -23,6 +23,8 @@ class Benchmark(Strict):
     task: str = ""  # our lm-eval task; "" when lm-eval has none
     category: str = ""  # the paper's category (Reasoning, Language, Knowledge, Examination, Understanding)
     note: str = ""  # how our task differs from the paper's measurement
+    choices: int | None = Field(default=None, ge=2)  # options per item in the paper's scoring: chance = 1 / choices
+    no_chance: str = ""  # why there is no single chance level (generation mode, varying options)
 
 
 class PaperRow(Strict):
@@ -92,6 +94,22 @@ class Figure:
         return f"{self.text(unit)} (Table {self.table}{repairs}, {self.model})"
 
 
+@dataclass(frozen=True)
+class AboveChance:
+    """A model's above-chance retention in the paper's own Table 1: (avg - chance) / (dense avg - chance)
+    over the benchmarks with a chance level where Dense* is above it."""
+
+    value: float
+    model: str
+    method: str
+    used: tuple[str, ...]
+    left_out: tuple[str, ...]  # each "COLUMN: why"
+
+    def cite(self, own: bool) -> str:
+        return (f"{self.method} {100 * self.value:.1f}% (Table 1 under the same formula, {Paper.label(self.model, own)}; "
+                f"{len(self.used)} benchmarks, left out: {'; '.join(self.left_out) or 'none'})")
+
+
 UNITS = {"%": "%", "MB": " MB", "tokens/s": " tok/s", "s": " s"}  # a table's unit -> the suffix of its figures
 
 
@@ -153,6 +171,33 @@ class Paper:
             return ""
         worst = min(row.values, key=row.values.get)
         return f"lowest {row.values[worst]:g}% ({worst}), Table {number}, {self.label(model, own)}"
+
+    def above_chance(self, model: str, method: str = "laco") -> AboveChance | None:
+        """The paper's own above-chance retention of `method` on `model` (Table 1, Dense* as dense, chance
+        = 100 / choices per benchmark); a benchmark without a chance level, without both figures, or where
+        Dense* is not above chance is left out, as our retention claims leave it out. None when the paper
+        has no Table 1 row of both."""
+        dense, pruned = self.rows(1, model, "dense"), self.rows(1, model, method)
+        if not dense or not pruned:
+            return None
+        used, left_out, d, p, c = [], [], [], [], []
+        for column in self.table(1).columns:
+            bench = self.data.benchmarks.get(column)
+            dv, pv = dense[0].values.get(column), pruned[0].values.get(column)
+            if bench is None or bench.choices is None:
+                left_out.append(f"{column}: {bench.no_chance if bench else 'not a benchmark of this file'}")
+            elif dv is None or pv is None:
+                left_out.append(f"{column}: not printed")
+            elif dv <= 100 / bench.choices:
+                left_out.append(f"{column}: Dense* {dv:g} not above chance {100 / bench.choices:.1f}")
+            else:
+                used.append(column)
+                d, p, c = d + [dv], p + [pv], c + [100 / bench.choices]
+        if not used:
+            return None
+        chance = sum(c) / len(c)
+        value = (sum(p) / len(p) - chance) / (sum(d) / len(d) - chance)
+        return AboveChance(value, model, self.data.methods.get(method, method), tuple(used), tuple(left_out))
 
     def benchmark_of_task(self, task: str) -> tuple[str, Benchmark] | None:
         for name, b in self.data.benchmarks.items():

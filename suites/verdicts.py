@@ -1,13 +1,19 @@
 """Claims -> verdicts: the one judge that the suites, the reports, `laco gate` and `laco compare` use.
 
 What a verdict is (PASS / FAIL / INCONCLUSIVE by where the claim's 95% interval lies against its
-threshold, *not measured*, *not at the claim's conditions*) is defined in `suites.outcomes`. Each kind
-of claim is judged by one function of `KINDS`, and each metric of a `versus` claim by one of `ROWS`.
-The intervals come from the run's figures (`suites.figures`): accuracy pairs the items both models
-answered (stratified by task); perplexity pairs the windows; throughput pairs interleaved rounds;
-pruning time resamples repeats; parameter memory is exact. A measured speed-up whose whole interval
-lies above both the compute-bound ideal (FLOP ratio) and the layer ratio is "implausible: noise" and
-decides nothing.
+threshold, EQUAL inside a comparative claim's margin, *not measured*, *not at the claim's conditions*;
+Holm over the rows of a claim) is defined in `suites.outcomes`. Each kind of claim is judged by one
+function of `KINDS`, and each metric of a `versus` claim by one of `ROWS`. The intervals come from the
+run's figures (`suites.figures`; which interval for which evidence: `suites.statistics`): accuracy pairs
+the items both models answered (a bootstrap stratified by task; p-values from its resamples);
+perplexity pairs the windows and throughput the interleaved rounds (t on log ratios); pruning time pairs
+its interleaved rounds, or compares independent repeats (Welch t on logs); parameter memory is exact.
+A measured speed-up whose whole interval lies above both the compute-bound ideal (FLOP ratio) and the
+layer ratio is "implausible: noise" and decides nothing.
+
+Chance: a benchmark where dense is not above chance is left out of every retention claim (listed in
+`Verdict.left_out`), and the 30% floor cannot pass on a benchmark where the pruned model itself is not
+above chance (keeping 30% of dense by guessing keeps nothing).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from suites.claims import Claim, Claims
 from suites.evidence import DENSE, NotMeasured, Run
 from suites.figures import Figures
 from suites.markdown import pct, pct_interval, pruned_text
-from suites.outcomes import (DECIDED, FAIL, INCONCLUSIVE, NOT_AT_CONDITIONS, NOT_MEASURED, PASS,  # noqa: F401 (the
-                             STATUSES, Row, Verdict, decide)  # statuses are read from here too)
+from suites.paper import AboveChance
+from suites.outcomes import (DECIDED, EQUAL, FAIL, INCONCLUSIVE, NOT_AT_CONDITIONS, NOT_MEASURED,  # noqa: F401 (the
+                             PASS, STATUSES, Row, Verdict, apply_holm, decide)  # statuses are read from here too)
 
 RETENTION = {  # the statistic of a retention claim on the average, and its definition in words
     "accuracy.average": ("per", "mean over benchmarks of pruned / dense (the paper's Per., Table 2)"),
+    "accuracy.average_ratio": ("of_average", "avg / dense avg"),
     "accuracy.average_above_chance": ("above_chance", "(avg − chance) / (dense avg − chance)"),
 }
+CHANCE_KINDS = ("retention", "above-chance")  # the kinds that leave out benchmarks where dense is at chance
 
 
 class Judge:
@@ -65,8 +74,31 @@ class Judge:
             verdict.rows = [Row(NOT_AT_CONDITIONS, None, pruned_text(ratio), outside)]
             return verdict
         verdict.rows = KINDS[claim.kind](self, claim, subject)
+        verdict.family_level = apply_holm(verdict.rows)
+        for row in verdict.rows:
+            self.add_items_needed(claim, row)
+        if claim.kind in CHANCE_KINDS:
+            verdict.left_out = self.left_out(subject)
         verdict.paper = self.verdict_paper(verdict)
         return verdict
+
+    def left_out(self, subject: str) -> list[str]:
+        try:
+            return list(self.figures.left_out(subject).values())
+        except NotMeasured:
+            return []
+
+    def add_items_needed(self, claim: Claim, row: Row) -> None:
+        """For an undecided accuracy row: the items per task that would decide it (statistics.items_to_decide),
+        capped at what each data set has."""
+        if row.status != INCONCLUSIVE or row.items is None or row.interval is None or row.threshold is None:
+            return
+        try:
+            available = ev.available_items(self.run)
+        except NotMeasured:
+            available = {}
+        row.items_needed = st.items_to_decide(row.interval, claim.comparison, row.threshold, row.items, available,
+                                              row.adjusted_level or st.SIDE_LEVEL)
 
     # -- conditions -----------------------------------------------------------------------------
     def outside_conditions(self, claim: Claim, subject: str) -> str:
@@ -165,7 +197,10 @@ class Judge:
         kind = "exact" if name == "param_mb" else "one measurement"
         interval = st.exact(values[subject] / values[other], kind)
         ours = f"{values[subject]:.1f} MB vs {values[other]:.1f} MB (×{interval.estimate:.3f})"
-        return self.row(claim, other, interval, claim.threshold, ours, None, "" if name == "param_mb" else kind)
+        row = self.row(claim, other, interval, claim.threshold, ours, None, "" if name == "param_mb" else kind)
+        if name != "param_mb":
+            row.flags.append(f"decided on a single {name} measurement of each model: no repeat, no interval")
+        return row
 
     def pruning_time_row(self, claim: Claim, subject: str, other: str) -> Row:
         a, b, paired = ev.paired_pruning_seconds(self.run, subject, other)
@@ -186,9 +221,9 @@ class Judge:
         row.engine = engine
         bound_text = f"compute-bound ideal ×{ideal:.3f}" + (f", layer ratio ×{bound:.3f}" if bound and bound > ideal else "") \
             if ideal is not None else ""
-        if speedup.implausible:
+        if speedup.implausible:  # decides nothing, and takes no part in the claim's multiplicity
             row.flags.append(f"implausible: noise (measured ×{interval.fmt('.3g')} above the {bound_text})")
-            row.status, row.items_needed = INCONCLUSIVE, None
+            row.status, row.p_value = INCONCLUSIVE, None
         elif ideal is not None:
             row.flags.append(bound_text)
         return row
@@ -206,33 +241,68 @@ class Judge:
 
     def row(self, claim: Claim, other: str, interval: st.Interval, threshold: float, ours: str,
             items: dict | None, note: str) -> Row:
-        status = decide(interval, claim.comparison, threshold)
-        needed = None
-        if status == INCONCLUSIVE and items is not None:
-            needed = st.items_to_decide(interval, threshold, {t: len(v["chance"]) for t, v in items.items()})
-        return Row(status, other, ours, note, interval, threshold, items_needed=needed)
+        status = decide(interval, claim.comparison, threshold, claim.equal_band())
+        sizes = {t: len(v["chance"]) for t, v in items.items()} if items is not None else None
+        return Row(status, other, ours, note, interval, threshold, p_value=interval.p_against(claim.comparison, threshold),
+                   coverage=interval.coverage, items=sizes)
 
     # -- retention ----------------------------------------------------------------------------------
-    def retention(self, claim: Claim, subject: str) -> list[Row]:
+    def retained(self, subject: str) -> dict | Row:
+        """The items subject and dense share where dense is above chance (figures.retained), or the row
+        saying why there are none: not measured, or dense at chance everywhere (outside the claim's scope)."""
         try:
-            items = self.figures.paired(subject, DENSE)
+            self.figures.paired(subject, DENSE)
         except NotMeasured as exc:
-            return [Row(NOT_MEASURED, DENSE, "-", str(exc))]
+            return Row(NOT_MEASURED, DENSE, "-", str(exc))
+        try:
+            return self.figures.retained(subject)
+        except NotMeasured as exc:
+            return Row(NOT_AT_CONDITIONS, DENSE, "-", str(exc))
+
+    def retention(self, claim: Claim, subject: str) -> list[Row]:
+        items = self.retained(subject)
+        if isinstance(items, Row):
+            return [items]
         if claim.metric == "accuracy.each":
             return [self.retention_of_task(claim, subject, task, items) for task in items]
         which, what = RETENTION[claim.metric]
         interval = getattr(self.figures.retention(subject), which)
-        row = self.row(claim, "average", interval, claim.threshold, pct_interval(interval), items,
+        threshold = self.threshold_of(claim, subject)
+        if threshold is None:
+            return [Row(NOT_MEASURED, "average", pct_interval(interval), "the paper has no figure of this statistic")]
+        row = self.row(claim, "average", interval, threshold, pct_interval(interval), items,
                        f"{len(items)} tasks, paired items; {what}")
         row.flags += self.chance_flags(subject)
         return [row]
+
+    def threshold_of(self, claim: Claim, subject: str) -> float | None:
+        """The claim's threshold: its own, or the paper's figure of the statistic (threshold_of_paper)."""
+        if not claim.threshold_of_paper:
+            return claim.threshold
+        figure = self.paper_above_chance(subject)
+        return figure[0].value if figure else None
+
+    def paper_above_chance(self, subject: str) -> tuple[AboveChance, bool] | None:
+        """(the paper's above-chance retention of the subject's method, whether it is the run's own model):
+        this run's model where the paper has its Table 1 rows, else the reference model, labelled."""
+        method = self.method_of(subject, "laco")
+        own = self.claims.paper.above_chance(self.paper_model, method) if self.own_model else None
+        if own is not None:
+            return own, True
+        other = self.claims.paper.above_chance(self.claims.paper.data.reference_model, method)
+        return (other, False) if other is not None else None
 
     def retention_of_task(self, claim: Claim, subject: str, task: str, items: dict) -> Row:
         interval = self.figures.task_retention(subject, task)
         s, d = items[task][subject].mean(), items[task][DENSE].mean()
         row = self.row(claim, task, interval, claim.threshold, pct_interval(interval),
                        {task: items[task]}, f"{pct(s)} vs dense {pct(d)} (n={len(items[task]['chance'])})")
-        row.flags += self.chance_flags(subject, task)
+        margin = self.figures.margin(subject, task)
+        if margin.low <= 0:  # keeping a share of dense by guessing keeps nothing: this row cannot pass
+            row.flags.append(f"not above chance: {subject} − chance = {margin.fmt('+.1f', 100)} pt, so keeping "
+                             f"{claim.threshold:.0%} of dense is no evidence")
+            if row.status == PASS:
+                row.status, row.items = INCONCLUSIVE, None
         return row
 
     def chance_flags(self, subject: str, task: str | None = None) -> list[str]:
@@ -242,17 +312,11 @@ class Judge:
 
     # -- above chance ----------------------------------------------------------------------------------
     def above_chance(self, claim: Claim, subject: str) -> list[Row]:
-        try:
-            items = self.figures.paired(subject, DENSE)
-        except NotMeasured as exc:
-            return [Row(NOT_MEASURED, DENSE, "-", str(exc))]
+        items = self.retained(subject)
+        if isinstance(items, Row):
+            return [items]
         rows = []
         for task, series in items.items():
-            dense = self.figures.margin(DENSE, task)
-            if dense.low <= 0:
-                rows.append(Row(NOT_AT_CONDITIONS, task, "-", f"dense itself is not above chance on {task} "
-                                f"({dense.fmt('+.1f', 100)} pt): nothing to keep"))
-                continue
             interval = self.figures.margin(subject, task)
             ours = f"{pct(series[subject].mean())} vs chance {pct(series['chance'].mean())}: {interval.fmt('+.1f', 100)} pt"
             rows.append(self.row(claim, task, interval, 0.0, ours, {task: series}, f"n={len(series['chance'])}"))
@@ -303,6 +367,9 @@ class Judge:
         for the subject alone, or for the subject against `other` ('' when the paper has not both)."""
         ref, paper = claim.paper, self.claims.paper
         alone = claim.paper_figure if other is None else ""
+        if claim.threshold_of_paper and other is None:
+            figure = self.paper_above_chance(subject)
+            return f"{claim.paper_figure}; paper: {figure[0].cite(figure[1])}" if figure else alone
         if ref is None:
             return alone
         method = self.method_of(subject, claim.subject)

@@ -23,6 +23,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 TASKS = {"hellaswag": ("acc_norm", 4), "piqa": ("acc_norm", 2), "arc_easy": ("acc_norm", 4),
          "winogrande": ("acc", 2), "boolq": ("acc", 2)}
 N_ITEMS = 200
+DATA_SET_ITEMS = {"hellaswag": 10042, "piqa": 1838, "arc_easy": 2376, "winogrande": 1267, "boolq": 3270}  # n_available
 N_WINDOWS = 40
 ROUNDS = 6
 LIBRARIES = {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.24.0", "lm_eval": "0.4.13"}
@@ -53,7 +54,7 @@ def accuracy_values(key: str, scores: dict[str, float], n: int = N_ITEMS) -> dic
         correct = item_outcomes(task, key, score, n)
         p = sum(correct) / n
         tasks[task] = {metric: p, f"{metric}_stderr": math.sqrt(p * (1 - p) / (n - 1)), "n": n, "metric": metric,
-                       "task_hash": f"hash-{task}", "chance": 1 / choices}
+                       "task_hash": f"hash-{task}", "chance": 1 / choices, "n_available": DATA_SET_ITEMS.get(task)}
         items[task] = {"doc_id": list(range(n)), "doc_hash": [f"{task}-{i}" for i in range(n)], metric: correct,
                        "n_choices": [choices] * n}
         if metric == "acc_norm":
@@ -236,6 +237,21 @@ def good_models() -> dict[str, dict]:
                        "ppl": 48.0, "param_mb": 374.6, "peak_mb": 1008.0, "hf": 24.0, "prune_s": 0.5,
                        "flops": depth_flops(0.27), "weights": "w-rule", "point": "27%"},
     }
+
+
+def depth_models() -> dict[str, dict]:
+    """The good run with the depth baselines at LaCo's 27%: CoMe (keeps 96% of the dense average, below
+    LaCo, above ShortGPT) and ShortGPT, both stock-loadable."""
+    models = good_models()
+    common = {"ppl": 40.0, "param_mb": 374.6, "peak_mb": 1005.0, "hf": 24.0, "vllm": 120.0,
+              "flops": depth_flops(0.27), "point": "27%"}
+    models["shortgpt"] = {"record": model_record("shortgpt", 0.27, 1.5), "accuracy": {
+        "hellaswag": 0.30, "piqa": 0.58, "arc_easy": 0.40, "winogrande": 0.52, "boolq": 0.52},
+        "prune_s": 1.5, "weights": "w-shortgpt", **common}
+    models["come"] = {"record": model_record("come", 0.27, 2.5), "accuracy": {
+        "hellaswag": 0.40, "piqa": 0.66, "arc_easy": 0.55, "winogrande": 0.58, "boolq": 0.60},
+        "prune_s": 2.5, "weights": "w-come", **common}
+    return models
 
 
 def example_models() -> dict[str, dict]:

@@ -252,7 +252,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "not-registered.toml").write_text(quick + '[[methods]]\nname = "lacoo"\n')
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
     (ws / "missing-model.toml").write_text(QUICK_PROFILE.format(spec=ws / "no-such-model"))
-    claims = resources.files("suites").joinpath("claims.toml").read_text(encoding="utf-8")
+    claims = resources.files("suites").joinpath("claims", "laco.toml").read_text(encoding="utf-8")
     assert "\nstatement =" in claims
     (ws / "claims-typo.toml").write_text(claims.replace("\nstatement =", "\nstatment =", 1))
     tolerances = resources.files("suites").joinpath("tolerances.toml").read_text(encoding="utf-8")

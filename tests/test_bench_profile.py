@@ -27,7 +27,8 @@ def test_the_cpu_default_runs_laco_at_the_papers_setting_and_ratio_with_baseline
     control = methods.pop("rule-merge-table8")  # identical weights to laco-table8: the checks' control
     assert control["target"] == "match:laco-table8" and "accuracy" not in control["measurements"]
     baselines = [m for k, m in methods.items() if not k.startswith("laco")]
-    assert {m["name"] for m in baselines} == {"drop", "rule-merge", "llm-pruner", "slicegpt"}  # the claims' baselines
+    # the claims' baselines: the paper's, LaCo's ablations, and the depth pruners of CoMe's claims and ours
+    assert {m["name"] for m in baselines} == {"drop", "rule-merge", "llm-pruner", "slicegpt", "shortgpt", "come"}
     assert all(m["target"] == "match:laco-27" and m["point"] == "27%" for m in baselines)
 
 

@@ -33,6 +33,26 @@ def test_retention_is_the_papers_per_and_the_share_above_chance(good_run):
     assert retention.per.low < retention.per.estimate < retention.per.high
 
 
+def test_a_benchmark_where_dense_is_at_chance_is_left_out_of_per(tmp_path):
+    """Dense at 50% on boolq (two choices): Per., the share of the dense average and the above-chance
+    retention are taken over the four other benchmarks, and boolq is listed with its reason."""
+    models = good_models()
+    models["dense"]["accuracy"] = dict(DENSE_SCORES, boolq=0.50)
+    # guessing on boolq would count as 100% "retained" beside 60-87% elsewhere
+    models["laco"]["accuracy"] = {"hellaswag": 0.30, "piqa": 0.56, "arc_easy": 0.35, "winogrande": 0.52, "boolq": 0.50}
+    retention = Figures(load_run(write_run(tmp_path / "run", models))).retention("laco")
+    laco, kept = models["laco"]["accuracy"], [t for t in DENSE_SCORES if t != "boolq"]
+    chance = np.mean([1 / TASKS[t][1] for t in kept])
+    dense = np.mean([DENSE_SCORES[t] for t in kept])
+    assert retention.tasks == 4 and list(retention.left_out) == ["boolq"]
+    assert retention.left_out["boolq"].startswith("boolq: dense not above chance (+0.0 [")
+    assert retention.per.estimate == pytest.approx(np.mean([laco[t] / DENSE_SCORES[t] for t in kept]), abs=1e-12)
+    assert retention.of_average.estimate == pytest.approx(np.mean([laco[t] for t in kept]) / dense, abs=1e-12)
+    assert retention.above_chance.estimate == pytest.approx((np.mean([laco[t] for t in kept]) - chance) / (dense - chance))
+    with_boolq = np.mean([laco[t] / s for t, s in dict(DENSE_SCORES, boolq=0.50).items()])
+    assert with_boolq - retention.per.estimate > 0.04  # leaving it out takes the guess's 100% away
+
+
 def test_one_render_computes_each_figure_once(good_run, monkeypatch):
     """Verdicts, tables and plots read the same figures: no bootstrap runs twice on the same input."""
     calls = []

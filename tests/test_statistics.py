@@ -101,17 +101,189 @@ def test_round_ratio_cancels_a_drift_shared_by_the_round():
         st.round_ratio([1, 2], [1])
 
 
-def test_independent_ratio_of_medians():
-    interval = st.independent_ratio([2.0, 2.2, 1.8], [4.0, 4.4, 3.6])
-    assert interval.estimate == pytest.approx(0.5)
-    assert interval.low <= 0.5 <= interval.high
+def test_rounds_get_the_t_interval_of_their_mean_log_ratio():
+    """Five rounds: exp(mean +- t(0.975, 4) sd / sqrt(5)) of the per-round log ratios, by hand
+    (t(0.975, 4) = 2.7764, the textbook value)."""
+    ratios = [1.20, 1.25, 1.31, 1.10, 1.22]
+    logs = [math.log(r) for r in ratios]
+    mean = sum(logs) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / 4)
+    half = 2.7764 * sd / math.sqrt(5)
+    interval = st.round_ratio([10 * r for r in ratios], [10.0] * 5)
+    assert interval.estimate == pytest.approx(math.exp(mean))
+    assert interval.low == pytest.approx(math.exp(mean - half), rel=1e-4)
+    assert interval.high == pytest.approx(math.exp(mean + half), rel=1e-4)
 
 
-def test_items_to_decide_scales_with_the_square_of_half_width_over_effect():
-    interval = st.Interval(0.05, -0.01, 0.11)  # effect 0.05 above 0, half-width 0.06 toward 0
-    needed = st.items_to_decide(interval, 0.0, {"x": 100, "y": 40})
-    assert needed == {"x": math.ceil(100 * (0.06 / 0.05) ** 2), "y": math.ceil(40 * 1.44)}
-    assert st.items_to_decide(st.Interval(0.0, -0.1, 0.1), 0.0, {"x": 10}) is None  # no effect: no n decides
+def test_independent_repeats_get_welchs_interval_on_logs():
+    """a = 2 b repeat for repeat: the ratio of geometric means is exactly 0.5. Unequal spreads: the
+    Welch-Satterthwaite degrees of freedom and the interval by hand."""
+    equal = st.independent_ratio([2.0, 2.2, 1.8], [4.0, 4.4, 3.6])
+    assert equal.estimate == pytest.approx(0.5) and equal.low < 0.5 < equal.high
+    a, b = np.log([2.0, 2.6, 1.7]), np.log([4.0, 4.1, 3.9])
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    interval = st.independent_ratio(np.exp(a), np.exp(b))
+    assert interval.low == pytest.approx(math.exp(a.mean() - b.mean() - half))
+    assert interval.high == pytest.approx(math.exp(a.mean() - b.mean() + half))
+
+
+def test_one_round_or_one_timing_has_no_interval_and_decides_nothing():
+    for interval in (st.round_ratio([12.0], [10.0]), st.independent_ratio([1.0], [2.0, 2.1])):
+        assert math.isinf(interval.low) and math.isinf(interval.high) and not interval.bounded
+        assert interval.p_against("<", 1.0) == 1.0
+
+
+@pytest.mark.parametrize("comparison", [">", ">=", "<", "<="])
+def test_a_p_value_at_most_2_5_percent_is_an_interval_wholly_beyond_the_threshold(comparison):
+    """The p-value of the FAIL test and the 95% interval agree: p <= 0.025 exactly when the interval lies
+    wholly on the other side of the threshold, for bootstrap and t intervals alike."""
+    from suites.outcomes import FAIL, decide
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for shift in np.linspace(-0.3, 0.3, 25):
+        a = rng.integers(0, 2, 300)
+        b = np.where(rng.random(300) < 0.5 + shift, 1, a)
+        boot = st.bootstrap_tasks({"t": {"a": a, "b": b}}, lambda m: m["t"]["b"] - m["t"]["a"], resamples=2000)
+        t = st.round_ratio(np.exp(rng.normal(shift, 0.2, 5)), np.ones(5))
+        for interval, threshold in ((boot, 0.0), (t, 1.0)):
+            fails = decide(interval, comparison, threshold) == FAIL
+            assert fails == (interval.p_against(comparison, threshold) <= 0.025), (comparison, shift)
+            checked += fails
+    assert checked >= 3  # failing intervals were among them
+
+
+def test_holm_fails_one_clear_row_but_not_three_borderline_ones():
+    """The issue's case: three rows at p = 0.03 fail nothing; a row at p = 0.001 fails. At the 2.5% of
+    one side of the 95% interval, three rows at p = 0.015 (each alone a FAIL) fail nothing either:
+    0.015 > 0.025 / 3."""
+    assert st.holm([0.03, 0.03, 0.03])[1] == [False, False, False]
+    assert st.holm([0.001, 0.03, 0.03])[1] == [True, False, False]
+    assert st.holm([0.015])[1] == [True]
+    levels, rejected = st.holm([0.015, 0.015, 0.015])
+    assert rejected == [False, False, False] and levels == pytest.approx([0.025 / 3, 0.025 / 2, 0.025])
+    # a textbook step-down at 5%: 0.005 <= 0.05/4, 0.01 <= 0.05/3, then 0.03 > 0.05/2 stops it
+    levels, rejected = st.holm([0.01, 0.04, 0.03, 0.005], 0.05)
+    assert rejected == [True, False, False, True]
+    assert levels == pytest.approx([0.05 / 3, 0.05, 0.05 / 2, 0.05 / 4])
+
+
+def test_items_to_decide_is_the_80_percent_power_formula_capped_at_the_data_set():
+    """Effect 0.05 above 0, half-width 0.06 toward 0 at n: the standard error is 0.06 / 1.96, and 80%
+    power at a 2.5% side needs d / s' = 1.96 + 0.8416, so n grows by (0.06 / 1.96 * 2.8016 / 0.05)^2."""
+    interval = st.Interval(0.05, -0.01, 0.11)
+    factor = (0.06 / 1.959964 * (1.959964 + 0.841621) / 0.05) ** 2
+    needed = st.items_to_decide(interval, ">", 0.0, {"x": 100, "y": 40}, {"x": 5000, "y": 60})
+    assert needed == {"x": math.ceil(100 * factor), "y": "not decidable on this benchmark (60 available)"}
+    assert st.items_to_decide(interval, ">", 0.0, {"x": 100}) == {"x": math.ceil(100 * factor)}  # size unknown
+    assert st.items_to_decide(st.Interval(0.0, -0.1, 0.1), ">", 0.0, {"x": 10}) is None  # no effect: no n decides
+    # toward a FAIL at a Holm level of 2.5%/3 the estimate must lie further out: more items
+    fail_side = st.Interval(-0.05, -0.11, 0.01)
+    assert st.items_to_decide(fail_side, ">", 0.0, {"x": 100}, fail_level=0.025 / 3)["x"] > math.ceil(100 * factor)
+
+
+def test_at_the_items_printed_about_80_percent_of_runs_decide():
+    """An observed paired run (300 items, b ahead of a by about 4 points) leaves 'b > a' undecided. Runs
+    of the printed size drawn from the observed pairs (the observed effect true) decide it in about 80%
+    of 400 simulations: 80% +- 6 points (3 standard errors of a share out of 400)."""
+    from suites.outcomes import PASS, decide
+
+    rng = np.random.default_rng(5)
+    shared = rng.normal(size=300)
+    a = (0.7 * shared + 0.7 * rng.normal(size=300) < 0.0).astype(int)
+    b = (0.7 * shared + 0.7 * rng.normal(size=300) < 0.15).astype(int)
+    diff = lambda m: m["t"]["b"] - m["t"]["a"]  # noqa: E731
+    observed = st.bootstrap_tasks({"t": {"a": a, "b": b}}, diff)
+    assert observed.low < 0 < observed.estimate
+    n = st.items_to_decide(observed, ">", 0.0, {"t": 300})["t"]
+    assert 600 < n < 1838  # more than the run has, fewer than piqa's data set
+    decided = 0
+    for seed in range(400):
+        pick = rng.integers(0, 300, n)
+        interval = st.bootstrap_tasks({"t": {"a": a[pick], "b": b[pick]}}, diff, resamples=500, seed=seed)
+        decided += decide(interval, ">", 0.0) == PASS
+    assert decided / 400 == pytest.approx(0.80, abs=0.06)
+
+
+# --- simulated coverage of every interval type at the counts the shipped CPU profiles use ----------
+
+def _noise(kind: str, rng, size):
+    """Per-unit log ratios around a true ratio of 1: normal, heavy-tailed (t, 3 df), right-skewed
+    (lognormal, sigma 0.35, skewness about 1.2), each with a spread of about 0.1."""
+    if kind == "normal":
+        return rng.normal(0, 0.1, size)
+    if kind == "t3":
+        return rng.standard_t(3, size) * 0.1
+    return (rng.lognormal(0, 0.35, size) - math.exp(0.35**2 / 2)) * 0.3
+
+
+UNITS = ((5, "throughput rounds"), (3, "pruning-time rounds"), (32, "perplexity windows"), (24, "perplexity windows"))
+
+
+@pytest.mark.parametrize("units, what, kind", [(n, what, kind) for n, what in UNITS for kind in ("normal", "t3", "skewed")
+                                               if (n, kind) != (3, "skewed")])
+def test_the_paired_ratio_interval_covers_95_percent(units, what, kind):
+    """2,000 simulated runs: the t interval on log ratios holds the true ratio in at least 93% of them.
+    (The percentile bootstrap it replaced covered about 83% at 5 rounds and 73% at 3.) Three rounds of
+    skewed noise cover 93% (statistics' docstring), just at the bound, so that case is not asserted."""
+    rng = np.random.default_rng(units)
+    logs = _noise(kind, rng, (2000, units))
+    covered = np.mean([st.round_ratio(np.exp(x), np.ones(units)).contains(1.0) for x in logs])
+    assert covered >= 0.93, f"{what}: {covered:.3f}"
+
+
+@pytest.mark.parametrize("spread", [1.0, 3.0])
+def test_welchs_interval_over_three_independent_repeats_covers_95_percent(spread):
+    rng = np.random.default_rng(int(spread))
+    covered = np.mean([st.independent_ratio(np.exp(rng.normal(0, 0.1 * spread, 3)), np.exp(rng.normal(0, 0.1, 3)))
+                       .contains(1.0) for _ in range(2000)])
+    assert covered >= 0.93
+
+
+def test_the_stratified_accuracy_bootstrap_covers_95_percent_at_the_profiles_item_counts():
+    """smollm2-135m's items (600, 900, 1200, 500), paired answers of dense and a pruned model (correlated
+    through a shared item difficulty): the difference of averages, Per. and the above-chance retention,
+    300 simulated runs (500 resamples each), each interval holds the truth in at least 93%."""
+    rng = np.random.default_rng(2)
+    sizes, dense, pruned = (600, 900, 1200, 500), (0.44, 0.66, 0.47, 0.31), (0.31, 0.52, 0.33, 0.30)
+    chance = (0.25, 0.5, 0.25, 0.25)
+    truth = {"difference": np.mean(pruned) - np.mean(dense), "per": np.mean(np.divide(pruned, dense)),
+             "above chance": (np.mean(pruned) - np.mean(chance)) / (np.mean(dense) - np.mean(chance))}
+    statistics = {
+        "difference": lambda m: st.task_average(m, "s") - st.task_average(m, "d"),
+        "per": lambda m: np.mean([st.safe_ratio(m[t]["s"], m[t]["d"]) for t in sorted(m)], axis=0),
+        "above chance": lambda m: st.safe_ratio(st.task_average(m, "s") - st.task_average(m, "c"),
+                                                st.task_average(m, "d") - st.task_average(m, "c"))}
+    covered = dict.fromkeys(truth, 0)
+    for run in range(300):
+        items = {}
+        for task, n in enumerate(sizes):
+            shared = rng.normal(size=n)
+            d = 0.7 * shared + 0.71 * rng.normal(size=n) < stats.norm.ppf(dense[task])
+            s = 0.7 * shared + 0.71 * rng.normal(size=n) < stats.norm.ppf(pruned[task])
+            items[f"t{task}"] = {"d": d.astype(float), "s": s.astype(float), "c": np.full(n, chance[task])}
+        means = st.stratified_means(items, 500, run)
+        point = {t: {k: np.array([v.mean()]) for k, v in series.items()} for t, series in items.items()}
+        for name, f in statistics.items():
+            covered[name] += st.percentile_interval(float(f(point)[0]), f(means), "").contains(truth[name])
+    assert {k: v / 300 for k, v in covered.items()} == {k: pytest.approx(0.95, abs=0.02) for k in truth}
+
+
+def test_the_documented_coverage_of_a_small_bootstrap_matches_simulation():
+    """Eight items per task: the percentile bootstrap covers about 2 F_t(1.96 sqrt(7/8); 7) - 1 = 89%, which
+    the interval records (and the report prints); simulated on normal data, 2,000 runs."""
+    rng = np.random.default_rng(4)
+    hits = 0
+    for run in range(2000):
+        interval = st.bootstrap_tasks({"t": {"a": rng.normal(size=8)}}, lambda m: st.task_average(m, "a"),
+                                      resamples=1000, seed=run)
+        hits += interval.contains(0.0)
+    expected = 2 * stats.t.cdf(1.959964 * math.sqrt(7 / 8), 7) - 1
+    assert interval.coverage == pytest.approx(expected, abs=1e-4) and expected == pytest.approx(0.89, abs=0.005)
+    assert hits / 2000 == pytest.approx(expected, abs=0.025)
+    assert st.bootstrap_tasks({"t": {"a": np.arange(600) % 2}}, lambda m: st.task_average(m, "a")).coverage is None
 
 
 def test_percentile_interval_agrees_with_numpy_quantiles():
