@@ -84,6 +84,40 @@ def test_identical_answers_are_a_difference_of_exactly_zero_and_equal_not_a_fail
     assert row.status == EQUAL and v.status == EQUAL and "+0.0 [+0.0, +0.0] pt" in row.ours
 
 
+# the issue's margins: parameters and memory 0.5%, accuracy 0.5 point, speed (and pruning time) 2%
+ISSUE_MARGINS = {"memory.param_mb": 0.005, "accuracy.average": 0.005, "throughput.decode_tokens_per_s": 0.02,
+                 "pruning_time.seconds": 0.02}
+
+
+def _beyond(claim, near: float, far: float) -> st.Interval:
+    """An interval wholly on the failing side of the claim's threshold, from `near` to `far` margins away
+    (accuracy: a difference in points around 0; ratios: relative to the threshold)."""
+    m, sign = claim.margin, 1 if claim.comparison in ("<", "<=") else -1
+    if claim.metric.startswith("accuracy."):
+        ends = sorted((sign * near * m, sign * far * m))
+    else:
+        ends = sorted((claim.threshold * (1 + near * m) ** sign, claim.threshold * (1 + far * m) ** sign))
+    return st.Interval(sum(ends) / 2, *ends)
+
+
+def test_every_comparative_claim_reads_a_tie_inside_its_margin_as_equal_never_fail(claims):
+    """For each versus claim of both papers: its declared margin is the issue's for its metric; an interval
+    wholly beyond the threshold but inside the margin (a FAIL without one) is equal; one that reaches past
+    the margin still FAILs; one straddling the threshold inside the margin is equal, not undecided."""
+    versus = [c for c in claims.claims if c.kind == "versus"]
+    assert len(versus) >= 10 and all(c.margin is not None for c in versus)
+    for claim in versus:
+        if claim.metric in ISSUE_MARGINS:
+            assert claim.margin == ISSUE_MARGINS[claim.metric], claim.id
+        centre = 0.0 if claim.metric.startswith("accuracy.") else claim.threshold
+        tie = _beyond(claim, 0.1, 0.9)
+        assert decide(tie, claim.comparison, centre) == FAIL, claim.id
+        assert decide(tie, claim.comparison, centre, claim.equal_band()) == EQUAL, claim.id
+        assert decide(_beyond(claim, 0.1, 1.5), claim.comparison, centre, claim.equal_band()) == FAIL, claim.id
+        straddle = st.Interval(centre, *sorted((_beyond(claim, 0.5, 0.5).low, _beyond(claim, -0.5, -0.5).low)))
+        assert decide(straddle, claim.comparison, centre, claim.equal_band()) == EQUAL, claim.id
+
+
 def test_a_tie_inside_the_margin_is_equal_never_fail_and_never_passes_the_gate(tmp_path):
     """The issue's tie: LaCo 364.6 MB against a baseline matched by parameter count at 364.5 MB (x1.0003,
     inside 0.5%) is equal, not FAIL; against dense at the same size, the gated memory claim is equal and
