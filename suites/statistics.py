@@ -11,11 +11,13 @@ interleaved rounds, so every comparison pairs those shared units. Which interval
   undefined resample is kept visible rather than averaged away). Its coverage is that of a normal
   interval whose variance divides by n, about 2 F_t(1.96 sqrt((n-1)/n); n-1) - 1 at n items (94.8% at
   200, 93.6% at 30, 89% at 8): `bootstrap_coverage`, recorded on the interval when it falls below 94.5%.
-  Simulated at the profiles' items (600/900/1200/500 and 150/300/500/500 per task, paired answers,
-  1,000 runs): 94.6-95.4% for the difference of averages, Per. and the above-chance retention.
-- perplexity windows (24-32) and throughput rounds (5), and pruning timings repeated in interleaved
-  rounds (3): the per-unit log ratio of the two models (window NLL per token of a minus b; log rate of
-  a minus b in round i) has a one-sample Student t interval, exp(mean +- t(0.975, n-1) sd / sqrt(n)).
+  Simulated at the profiles' items (600/900/1200/500 and 150/300/500/500 per task, paired answers, 1,000
+  runs): 94-95.4% for the difference of averages, Per. and the above-chance retention; tests/test_statistics.py
+  checks every CPU profile's items (100/300/400 too) with 200 runs.
+- perplexity windows (16-32 on CPU, 500 on the paper's models) and throughput rounds (5), and pruning
+  timings repeated in interleaved rounds (3): the per-unit log ratio of the two models (window NLL per
+  token of a minus b; log rate of a minus b in round i) has a one-sample Student t interval,
+  exp(mean +- t(0.975, n-1) sd / sqrt(n)).
   It is exact when the log ratios are normal. Simulated coverage at nominal 95% (4,000 runs each;
   tests/test_statistics.py asserts >= 93%): 5 rounds 94.9% (normal noise), 96.3% (t, 3 df), 93.3%
   (right-skewed, skewness 1.2); 3 rounds 94.7%, 96.4%, 93-94%; 32 windows 94.9%, 95.5%, 94.4%. Under
