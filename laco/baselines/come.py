@@ -1,4 +1,4 @@
-"""CoMe (Wang et al., NeurIPS 2025, "Layer as Puzzle Pieces: Compressing Large Language Models
+"""CoMe (Wang et al., arXiv:2510.15304, 2025, "Layer as Puzzle Pieces: Compressing Large Language Models
 through Layer Concatenation"): concatenation-based merging of adjacent layers, without its
 distillation step.
 
