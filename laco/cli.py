@@ -13,6 +13,7 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model (LaCo or a baseline, --method) and save it with provenance"),
+    "post-train": ("laco.posttrain:post_train_main", "train a pruned model further (continue, lora, distill) and save it"),
     "report": ("suites.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
     "compare": ("suites.commands:compare_main", "run B vs run A, paired; exit 1 on a regression"),
     "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
