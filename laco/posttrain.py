@@ -116,7 +116,7 @@ def describe(post: dict) -> str:
     loss = f"loss {curve[0]['loss']:.4f} -> {curve[-1]['loss']:.4f}" if curve else "no loss logged"
     start = "random-init " if post["random_init"] else ""
     return (f"{start}{post['recipe']}: {post['tokens_seen']} tokens in {post['steps']} steps, {loss}, "
-            f"{post['seconds']:.1f}s")
+            f"{post['seconds']:.1f}s wall, {post['cpu_seconds']:.1f}s CPU")
 
 
 # ---- the step, as the CLI and the bench call it --------------------------------------------------
@@ -132,10 +132,13 @@ def run_post_training(model: str, out: str | Path, recipe: str, params: dict, *,
     settings = recipe_settings(recipe, params)
     check_output(out, force)
     record = input_record(model)
-    if recipe == "distill":
+    if recipe == "distill":  # refused before anything is loaded
         from laco.distill import layer_pairing
 
-        layer_pairing(record or {"method": "a dense model's"})  # refused before anything is loaded
+        if record is None:
+            raise LacoError("distill needs a `laco prune` output: its record names the dense teacher and the original "
+                            "layers each pruned layer stands for")
+        layer_pairing(record)
     tokenizer = input_tokenizer(model, record)
     text = choose_text(tokenizer, record or {}, train_docs=train_docs, train_file=train_file, train_field=train_field,
                        exclude_docs=list(exclude_docs), perplexity=perplexity, data=data)
@@ -158,9 +161,12 @@ def input_record(model: str) -> dict | None:
 
 
 def input_tokenizer(model: str, record: dict | None):
+    """The tokenizer alone: the training text is checked before any weight is read."""
+    from transformers import AutoTokenizer
+
     from laco.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(model) if record is None else load_tokenizer(str(Path(model).resolve()))
+    tokenizer = load_tokenizer(model) if record is None else AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -227,12 +233,12 @@ def post_train(model: nn.Module, record: dict, recipe: str, settings: Recipe, te
     if recipe == "lora":
         model, extra = with_lora(model, settings)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    curve, seconds = train(model, blocks, settings, seed=seed, bf16=bf16, device=device, progress=progress,
+    curve, times = train(model, blocks, settings, seed=seed, bf16=bf16, device=device, progress=progress,
                            teacher=teacher, pairing=extra.get("pairing"))
     if recipe == "lora":
         model = model.merge_and_unload()
     model.eval()
-    post = training_record(record, recipe, settings, text, blocks, curve, seconds=seconds, seed=seed,
+    post = training_record(record, recipe, settings, text, blocks, curve, times=times, seed=seed,
                            random_init=random_init, precision=f"bfloat16 autocast, {dtype} weights" if bf16 else dtype,
                            device=device, trainable=trainable, extra=extra)
     return model, with_post_training(record, post)
@@ -290,8 +296,9 @@ def training_arguments(settings: Recipe, scratch: str, *, seed: int, bf16: bool,
 
 
 def train(model: nn.Module, blocks: torch.Tensor, settings: Recipe, *, seed: int, bf16: bool, device: str,
-          progress: bool, teacher: nn.Module | None = None, pairing=None) -> tuple[list[dict], float]:
-    """Run transformers' Trainer: (the loss curve, the wall time of training in seconds)."""
+          progress: bool, teacher: nn.Module | None = None, pairing=None) -> tuple[list[dict], dict[str, float]]:
+    """Run transformers' Trainer: (the loss curve, {seconds: wall time, cpu_seconds: the process's CPU
+    time, all threads}). On a shared machine the CPU time is the steadier figure."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -305,10 +312,10 @@ def train(model: nn.Module, blocks: torch.Tensor, settings: Recipe, *, seed: int
             else Trainer(**kwargs)
         for quiet in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(quiet)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - start
-    return curve.points, seconds
+        times = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
+    return curve.points, times
 
 
 class LossCurve(TrainerCallback):
@@ -330,7 +337,7 @@ class LossCurve(TrainerCallback):
 # ---- the record ----------------------------------------------------------------------------------
 
 def training_record(record: dict, recipe: str, settings: Recipe, text: TrainingText, blocks: torch.Tensor,
-                    curve: list[dict], *, seconds: float, seed: int, random_init: bool, precision: str, device: str,
+                    curve: list[dict], *, times: dict[str, float], seed: int, random_init: bool, precision: str, device: str,
                     trainable: int, extra: dict) -> dict:
     """The `post_training` entry of the output's record."""
     from laco.provenance import device_info, git_commit, library_versions
@@ -342,7 +349,7 @@ def training_record(record: dict, recipe: str, settings: Recipe, text: TrainingT
         "text": {**text.record, "tokens_available": blocks.numel(), "blocks": len(blocks)},
         "steps": settings.steps, "tokens_per_step": settings.tokens_per_step, "tokens_seen": tokens_seen,
         "epochs": tokens_seen / blocks.numel(), "loss_measured": LOSS_MEASURED[recipe], "loss_curve": curve,
-        "seconds": seconds, "seed": seed, "random_init": random_init,
+        **times, "seed": seed, "random_init": random_init,
         "precision": precision, "trainable_parameters": trainable,
         "input_fingerprint": record["fingerprint"], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "laco_bench_version": laco.__version__, "libraries": {**library_versions(), **peft_version()},
