@@ -226,15 +226,14 @@ def post_train(model: nn.Module, record: dict, recipe: str, settings: Recipe, te
     set_seed(seed)
     if random_init:
         reinitialise(model, seed)
-    extra: dict = {}
-    teacher = None
+    teacher, pairing, extra = None, None, {}
     if recipe == "distill":
-        teacher, extra = distill_setup(model, record, dtype=dtype, device=device)
+        teacher, pairing, extra = distill_setup(model, record, dtype=dtype, device=device)
     if recipe == "lora":
         model, extra = with_lora(model, settings)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     curve, times = train(model, blocks, settings, seed=seed, bf16=bf16, device=device, progress=progress,
-                           teacher=teacher, pairing=extra.get("pairing"))
+                         teacher=teacher, pairing=pairing)
     if recipe == "lora":
         model = model.merge_and_unload()
     model.eval()
@@ -270,14 +269,15 @@ def with_lora(model: nn.Module, settings) -> tuple[nn.Module, dict]:
                                                     "merged": True}}
 
 
-def distill_setup(model: nn.Module, record: dict, *, dtype: str, device: str) -> tuple[nn.Module, dict]:
+def distill_setup(model: nn.Module, record: dict, *, dtype: str, device: str) -> tuple[nn.Module, list, dict]:
+    """(the dense teacher, the layer pairing, what the record says of both)."""
     from laco.distill import check_pairing, layer_pairing, load_teacher, teacher_layers
 
     pairing = layer_pairing(record)
     teacher = load_teacher(record, dtype=dtype, device=device)
     check_pairing(pairing, model, teacher)
-    return teacher, {"pairing": pairing, "distill": {"teacher": record["source"], "layer_sources": pairing,
-                                                     "teacher_layers": teacher_layers(pairing)}}
+    return teacher, pairing, {"distill": {"teacher": record["source"], "layer_sources": pairing,
+                                          "teacher_layers": teacher_layers(pairing)}}
 
 
 def training_arguments(settings: Recipe, scratch: str, *, seed: int, bf16: bool, device: str):
@@ -343,7 +343,6 @@ def training_record(record: dict, recipe: str, settings: Recipe, text: TrainingT
     from laco.provenance import device_info, git_commit, library_versions
 
     tokens_seen = settings.steps * settings.tokens_per_step
-    extra = {k: v for k, v in extra.items() if k != "pairing"}
     return {
         "recipe": recipe, "recipe_source": SOURCES[recipe], "hyperparameters": settings.model_dump(), "scaled": SCALED,
         "text": {**text.record, "tokens_available": blocks.numel(), "blocks": len(blocks)},
