@@ -144,6 +144,17 @@ def test_distill_pairs_each_pruned_layer_with_the_original_layers_its_record_nam
         assert (error < 1e-10) == untouched, (j, sources, error)
 
 
+@pytest.mark.parametrize("method,args", [("drop", ["-C", "3", "-T", "0.3"]), ("rule-merge", ["--target-layers", "6"]),
+                                         ("come", ["--target-layers", "6"])])
+def test_every_depth_pruner_records_the_layers_behind_each_output_layer(pruned, tmp_path, method, args):
+    out = tmp_path / method
+    assert main(["prune", str(pruned / "dense"), "--out", str(out), "--method", method, "--quiet", *args]) == 0
+    record = read_provenance(out)
+    pairing = layer_pairing(record)
+    assert len(pairing) == record["n_layers_after"] < 8
+    assert [i for sources in pairing for i in sources] == list(range(8))  # every original layer once, in order
+
+
 def test_distill_records_its_pairing_and_teacher(pruned, tmp_path):
     out = tmp_path / "distilled"
     assert post_train_cli(pruned / "shortgpt", out, "distill", ONE_STEP, "--train-file", str(training_file(tmp_path))) == 0
