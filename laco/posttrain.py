@@ -65,7 +65,8 @@ def post_train_parser() -> ArgumentParser:
     text.add_argument("--train-file", help="train on this corpus: a text file, or JSONL with --train-field")
     p.add_argument("--train-field", help="the JSONL field that holds the text")
     p.add_argument("--exclude-docs", metavar="A:B", default="",
-                   help="wikitext-2 test documents the run evaluates: training on any of them is refused")
+                   help="wikitext-2 test documents the run evaluates (A:B, N, or a list): refused in --train-docs and "
+                        "--train-file, left out of the default text")
     p.add_argument("--perplexity", metavar="WINDOW:N[:DOCS]", default=DEFAULT_PERPLEXITY,
                    help="default training text: the documents a perplexity of N windows of WINDOW tokens and lm-eval's "
                         f"first DOCS wikitext documents never read (default {DEFAULT_PERPLEXITY}), minus calibration's")
