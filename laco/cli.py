@@ -24,9 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # The base install judges runs (report, compare, gate); pruning and measuring need an extra, told
 # apart by the modules it brings (pyproject.toml's optional dependencies).
-PRUNE_MODULES = ("torch", "transformers", "safetensors", "accelerate", "gguf", "tqdm", "platformdirs")
+PRUNE_MODULES = ("torch", "transformers", "safetensors", "accelerate", "peft", "gguf", "tqdm", "platformdirs")
 EXTRAS: dict[str, tuple[str, ...]] = {"prune": PRUNE_MODULES, "bench": (*PRUNE_MODULES, "lm_eval", "yaml")}
-NEEDS_EXTRA = {"prune": "prune", "baselines-compare": "bench", "bench": "bench", "nightly": "bench"}
+NEEDS_EXTRA = {"prune": "prune", "post-train": "prune", "baselines-compare": "bench", "bench": "bench", "nightly": "bench"}
 
 
 def missing_extra(command: str) -> str | None:

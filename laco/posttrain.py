@@ -18,7 +18,6 @@ checked before the model is loaded; nothing is written unless training finishes.
 
 from __future__ import annotations
 
-import copy
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import laco
 from laco import LacoError
 from laco.cli import ArgumentParser, parse_param
 from laco.recipes import RECIPES, SCALED, SOURCES, Recipe, recipe_settings
+from laco.record import with_post_training
 from laco.training_text import (
     TrainingText,
     calibration_documents,
@@ -190,17 +190,17 @@ def load_input(model: str, record: dict | None, *, dtype: str, device: str, seed
     """(model, tokenizer, record): a pruned output through its own loader; a model spec with a record
     of the dense model (method "dense", nothing removed)."""
     from laco.loading import load_model
-    from laco.prune import common_record
-    from laco.pruners import finish_record, load_pruned
+    from laco.pruners import load_pruned
+    from laco.record import build_record
     from laco.surgery import parameter_count
 
     if record is not None:
         net, tokenizer, record = load_pruned(model, dtype=dtype, device=device)
         return net, tokenizer, record
     loaded = load_model(model, dtype=dtype, device=device)
-    dense = common_record(loaded, "dense", [], "none: the dense model is not pruned", config={}, target=None,
-                          params_before=parameter_count(loaded.model), seed=seed)
-    return loaded.model, loaded.tokenizer, finish_record(dense, prune_seconds=0.0)
+    dense = build_record(loaded, "dense", [], calibration="none: the dense model is not pruned", config={}, target=None,
+                         params_before=parameter_count(loaded.model), seed=seed, prune_seconds=0.0)
+    return loaded.model, loaded.tokenizer, dense
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -364,19 +364,3 @@ def peft_version() -> dict[str, str]:
         return {"peft": metadata.version("peft")}
     except metadata.PackageNotFoundError:
         return {}
-
-
-def with_post_training(record: dict, post: dict) -> dict:
-    """The input's record, its `post_training` the new one (an earlier one kept in `earlier_post_training`),
-    and a fingerprint that names the training too."""
-    from laco.provenance import fingerprint
-
-    out = copy.deepcopy(record)
-    if "post_training" in out:
-        out["earlier_post_training"] = out.get("earlier_post_training", []) + [out.pop("post_training")]
-    out["post_training"] = post
-    out["fingerprint"] = fingerprint({"input": post["input_fingerprint"], "recipe": post["recipe"],
-                                      "hyperparameters": post["hyperparameters"], "text_sha256": post["text"]["sha256"],
-                                      "seed": post["seed"], "random_init": post["random_init"],
-                                      "precision": post["precision"]})
-    return out
