@@ -13,6 +13,7 @@ from laco import LacoError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("laco.cli:prune_main", "prune a model (LaCo or a baseline, --method) and save it with provenance"),
+    "post-train": ("laco.posttrain:post_train_main", "train a pruned model further (continue, lora, distill) and save it"),
     "report": ("suites.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
     "compare": ("suites.commands:compare_main", "run B vs run A, paired; exit 1 on a regression"),
     "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
@@ -23,9 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # The base install judges runs (report, compare, gate); pruning and measuring need an extra, told
 # apart by the modules it brings (pyproject.toml's optional dependencies).
-PRUNE_MODULES = ("torch", "transformers", "safetensors", "accelerate", "gguf", "tqdm", "platformdirs")
+PRUNE_MODULES = ("torch", "transformers", "safetensors", "accelerate", "peft", "gguf", "tqdm", "platformdirs")
 EXTRAS: dict[str, tuple[str, ...]] = {"prune": PRUNE_MODULES, "bench": (*PRUNE_MODULES, "lm_eval", "yaml")}
-NEEDS_EXTRA = {"prune": "prune", "baselines-compare": "bench", "bench": "bench", "nightly": "bench"}
+NEEDS_EXTRA = {"prune": "prune", "post-train": "prune", "baselines-compare": "bench", "bench": "bench", "nightly": "bench"}
 
 
 def missing_extra(command: str) -> str | None:

@@ -10,6 +10,7 @@ output, else "module:function"), loadable {transformers, vllm, reason}; last the
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -27,6 +28,8 @@ FINGERPRINT_FIELDS = ("source_fingerprint", "method", "config", "target", "calib
 # The calibration's part of it: the texts themselves. The rest of its description (which documents,
 # how they were drawn) is where those texts came from, which their digest already pins.
 CALIBRATION_IDENTITY = ("file", "sentences", "sha256")
+# What decides a post-trained model's weights, beside its input's fingerprint and the text's digest.
+POST_TRAINING_IDENTITY = ("recipe", "hyperparameters", "seed", "random_init", "precision")
 
 
 @dataclass
@@ -101,3 +104,20 @@ def build_record(
 def pruned(loaded, method: str, sentences: list[str], **fields) -> PruneOutcome:
     """`loaded.model` as pruned, with its record (`build_record`'s fields)."""
     return PruneOutcome(loaded.model, build_record(loaded, method, sentences, **fields))
+
+
+def post_trained_fingerprint(post: dict) -> str:
+    """Identity of a post-trained model: its input, the training text and everything that decided the training."""
+    return fingerprint({"input": post["input_fingerprint"], "text_sha256": post["text"]["sha256"],
+                        **{k: post[k] for k in POST_TRAINING_IDENTITY}})
+
+
+def with_post_training(record: dict, post: dict) -> dict:
+    """The input's record, its `post_training` the new one (an earlier one kept in `earlier_post_training`),
+    and a fingerprint that names the training too."""
+    out = copy.deepcopy(record)
+    if "post_training" in out:
+        out["earlier_post_training"] = out.get("earlier_post_training", []) + [out.pop("post_training")]
+    out["post_training"] = post
+    out["fingerprint"] = post_trained_fingerprint(post)
+    return out

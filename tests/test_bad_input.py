@@ -50,6 +50,10 @@ def prune(model: str, *more: str, out: str = "out") -> list[str]:
     return ["prune", model, "--out", out, "--quiet", *more]
 
 
+def post_train(model: str, recipe: str, *more: str, out: str = "out") -> list[str]:
+    return ["post-train", model, "--out", out, "--recipe", recipe, "--quiet", *more]
+
+
 def bench(profile: str, *more: str) -> list[str]:
     return ["bench", "--profile", profile, "--out", "run", "--quiet", *more]
 
@@ -207,6 +211,24 @@ ROWS = [
     Bad("tolerance-out-of-range", ["compare", "{ws}/tiny", "{ws}/tiny", "--tolerances", "{ws}/tolerance-range.toml"],
         r"tolerance-range\.toml: perplexity\.ratio: Input should be greater than or equal to 1 \(got 0\.5\)"),
     Bad("gate-not-a-run", ["gate", "{ws}/empty"], r"not a run directory \(no run\.json\): .*empty"),
+    # post-training
+    Bad("post-train-unknown-recipe", post_train(TINY, "contine"),
+        r"unknown post-training recipe 'contine'; did you mean 'continue'\?", process=True),
+    Bad("post-train-param-not-taken", post_train(TINY, "continue", "--param", "rank=8"),
+        r"recipe continue does not take rank \(its parameters: lr, "),
+    Bad("post-train-lr-zero", post_train(TINY, "lora", "--param", "lr=0"),
+        r"recipe lora: lr: Input should be greater than 0 \(got 0\)"),
+    Bad("post-train-lr-negative", post_train(TINY, "continue", "--param", "lr=-0.001"),
+        r"recipe continue: lr: Input should be greater than 0 \(got -0\.001\)"),
+    Bad("post-train-text-empty", post_train(TINY, "continue", "--train-file", "{ws}/empty.txt"),
+        r"training file is empty: .*empty\.txt"),
+    Bad("post-train-text-missing", post_train(TINY, "continue", "--train-file", "{ws}/none.txt"),
+        r"training file not found: .*none\.txt"),
+    Bad("post-train-text-overlaps-evaluation", post_train(TINY, "continue", "--train-docs", "0:4", "--exclude-docs", "2:3"),
+        r"training documents 2 are evaluated \(--exclude-docs 2\)"),
+    Bad("post-train-distill-without-a-pruning-record", post_train(TINY, "distill", "--train-file", "{ws}/rows.jsonl",
+                                                                 "--train-field", "text"),
+        r"distill needs a `laco prune` output"),
 ]
 ROWS.append(Bad("gate-unknown-flag", ["gate", "{ws}/empty", "--clams", "x"], r"unrecognized arguments: --clams"))
 PARAMS = [pytest.param(row, id=row.id) for row in ROWS]
@@ -305,7 +327,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(row: Bad, ws, tmp_path
                 path.chmod(0o755)
     lines = err.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err[-3000:]}"
-    command = argv[0] if argv[0] in ("prune", "bench", "gate", "compare") else None
+    command = argv[0] if argv[0] in ("prune", "post-train", "bench", "gate", "compare") else None
     assert lines[0].startswith(f"laco {command}: error: " if command else "laco: error: "), lines[0]
     assert re.search(row.message, lines[0]), f"{lines[0]!r} does not name what is wrong ({row.message!r})"
     assert code == 2, f"exit code {code}: {lines[0]}"

@@ -84,6 +84,7 @@ def test_gate_without_the_extras(run):
 @pytest.mark.parametrize("command,blocked,extra", [
     (["prune", "tiny", "--out", "out"], NOT_INSTALLED, "prune"),
     (["prune", "--list-methods"], ["torch"], "prune"),
+    (["post-train", "tiny", "--out", "out", "--recipe", "lora"], ["peft"], "prune"),  # LoRA's library is prune's
     (["bench", "--profile", "smoke", "--out", "run"], NOT_INSTALLED, "bench"),
     (["bench", "--profile", "smoke", "--out", "run"], ["lm_eval"], "bench"),  # prune's modules are there
     (["nightly", "--profile", "smoke"], ["yaml"], "bench"),
