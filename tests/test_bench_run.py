@@ -155,6 +155,7 @@ def check_schema(run: Path, done: dict, profile) -> None:
         assert mem["peak_kind"] == "subprocess_peak_rss" and mem["peak_mb"] > mem["param_mb"] > 0
         tput = done[(model, "throughput_hf")]["values"]
         assert tput["batch_size"] == profile.throughput.batch_size and tput["rounds"] >= 5
+        assert tput["dtype"] == done[(model, "memory")]["settings"]["dtype"]
         for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
             assert len(tput["per_round"][key]) == tput["rounds"]
             assert tput[key]["min"] <= tput[key]["median"] <= tput[key]["max"]

@@ -46,33 +46,45 @@ def test_the_flags_come_from_proc_cpuinfo(monkeypatch, tmp_path):
     assert provenance.device_info("cpu")["bf16_matmul"] == "avx512_bf16"
 
 
-def test_bf16_runs_as_asked_on_a_cpu_with_native_bf16(monkeypatch, capsys):
-    for flags in (SAPPHIRE_RAPIDS, COOPER_LAKE):
-        fake_cpu(monkeypatch, flags)
-        profile = bf16_profile(bf16_fallback="refuse")
+def test_bf16_runs_as_asked_on_a_cpu_with_amx(monkeypatch, capsys):
+    fake_cpu(monkeypatch, SAPPHIRE_RAPIDS)
+    for fallback in ("refuse", "float32", "keep"):
+        profile = bf16_profile(bf16_fallback=fallback)
         settle_dtype(profile)
         assert (profile.model.dtype, profile.model.dtype_note) == ("bfloat16", None)
     assert capsys.readouterr().err == ""
 
 
-def test_without_native_bf16_the_fallback_profile_runs_float32_and_says_why(monkeypatch, capsys):
-    fake_cpu(monkeypatch, ICE_LAKE)
+@pytest.mark.parametrize(("flags", "why"), [(ICE_LAKE, "no native bf16 matmul at all"), (COOPER_LAKE, "only AVX512-BF16")])
+def test_without_amx_the_fallback_profile_runs_float32_and_says_why(monkeypatch, capsys, flags, why):
+    fake_cpu(monkeypatch, flags)
     profile = bf16_profile(bf16_fallback="float32")
     settle_dtype(profile)
     assert profile.model.dtype == "float32"
-    assert "no native bf16 matmul" in profile.model.dtype_note
+    assert why in profile.model.dtype_note and "slower than float32" in profile.model.dtype_note
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert "float32 instead of bfloat16" in line and "AVX512-BF16" in line
+    assert line.startswith("laco bench: float32 instead of bfloat16: this CPU has no AMX") and why in line
     settle_dtype(profile)  # settled once: a second look changes nothing and says nothing more
     assert profile.model.dtype == "float32" and capsys.readouterr().err == ""
 
 
-def test_without_native_bf16_a_refusing_profile_is_refused(monkeypatch):
-    fake_cpu(monkeypatch, ICE_LAKE)
+def test_without_amx_a_refusing_profile_is_refused(monkeypatch):
+    fake_cpu(monkeypatch, COOPER_LAKE)
     profile = bf16_profile()  # the schema's default is to refuse
     assert profile.model.bf16_fallback == "refuse"
     with pytest.raises(LacoError, match="bf16_fallback is \"refuse\""):
         settle_dtype(profile)
+    assert profile.model.dtype == "bfloat16" and profile.model.dtype_note is None
+
+
+def test_without_amx_a_keeping_profile_runs_bf16_and_says_it_is_slow(monkeypatch, capsys):
+    fake_cpu(monkeypatch, ICE_LAKE)
+    profile = bf16_profile(bf16_fallback="keep")
+    settle_dtype(profile)
+    settle_dtype(profile)
+    assert profile.model.dtype == "bfloat16" and profile.model.dtype_note.startswith("bfloat16 kept although")
+    [line] = capsys.readouterr().err.strip().splitlines()  # said once
+    assert "slower than float32" in line
     # float32 and GPU runs are not the CPU's business
     for other in (parse_profile({"model": {"spec": "x", "dtype": "float32"}}), bf16_profile(device="cuda")):
         before = other.model.model_dump()
@@ -95,16 +107,17 @@ def test_laco_bench_refuses_before_writing_anything(monkeypatch, tmp_path, capsy
     assert not out.exists()
 
 
-def test_dtype_override_is_noted_and_then_settled(monkeypatch):
+def test_dtype_override_runs_as_asked_and_is_noted(monkeypatch, capsys):
     profile = parse_profile({"model": {"spec": "x", "dtype": "float32", "bf16_fallback": "float32"}})
     override_dtype(profile, "float32")  # the profile's own: nothing to note
     assert profile.model.dtype_note is None
     override_dtype(profile, "bfloat16")
     assert (profile.model.dtype, profile.model.dtype_note) == ("bfloat16", "--dtype bfloat16 over the profile's float32")
-    fake_cpu(monkeypatch, set())
-    settle_dtype(profile)
-    assert profile.model.dtype == "float32"
-    assert profile.model.dtype_note.startswith("--dtype bfloat16 over the profile's float32; float32 instead of bfloat16")
+    fake_cpu(monkeypatch, COOPER_LAKE)
+    settle_dtype(profile)  # an explicit ask is run, not fallen back from, and its slowness is said
+    assert profile.model.dtype == "bfloat16"
+    assert profile.model.dtype_note.startswith("--dtype bfloat16 over the profile's float32; bfloat16 kept although")
+    assert "only AVX512-BF16" in capsys.readouterr().err
 
 
 def test_laco_bench_takes_dtype(monkeypatch, tmp_path):
@@ -226,3 +239,18 @@ def test_an_unknown_method_or_dtype_is_one_line(tmp_path, tiny_folder, data_dir,
         assert dtype_compare.main(argv) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "o.json").exists()
+
+
+def test_the_report_header_shows_the_dtype_run_and_the_cpus_bf16_matmul():
+    from pathlib import Path
+
+    from suites.evidence import Run
+    from suites.report.overview import header
+
+    note = "float32 instead of bfloat16: this CPU has no AMX (only AVX512-BF16)"
+    run = Run(Path("r"), {"profile": {"model": {"spec": "smollm2-135m", "dtype": "float32", "dtype_note": note}},
+                          "device": {"device": "cpu", "bf16_matmul": "avx512_bf16"}}, {}, {})
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in header(run, []).splitlines()
+            if line.startswith("| ")}
+    assert rows["dtype"] == f"float32; {note}"
+    assert "bf16_matmul=avx512_bf16" in rows["device"]
