@@ -1,7 +1,7 @@
 """The cost of measuring a profile in another dtype (bfloat16 against float32), item by item.
 
     python -m bench.dtype_compare --profile smollm2-135m --method laco-27 --data-dir ../shared/data \\
-        --work runs/dtype-compare --out runs/dtype-compare/compare.json
+        --work runs/dtype-compare --out runs/dtype-compare/compare.json [--limit 150 --windows 8]
 
 In each dtype (the first of --dtypes is the reference) the dense model and the profile's method entry,
 pruned in that dtype as the bench prunes it (`bench.pruned`, in a scratch run folder under --work:
@@ -11,6 +11,8 @@ accuracy items and perplexity windows:
   profile's backend, batch size and context (`bench.accuracy_paths`), keeping the log-likelihood of
   every choice of every item and the task's metric per item;
 - perplexity: the profile's windows (`bench.perplexity.window_perplexity`), the NLL of each.
+--limit N takes the first N items of each task and --windows N the first N windows (never more than
+the profile's): a shorter comparison on a subset of the same items.
 Per model, each dtype against the reference: the largest and median |Δ log-likelihood| over every
 choice of every item, the share of items where the task's metric picks the same choice, the paired
 difference in accuracy (suites.statistics: items resampled within tasks) and the perplexity ratio per
@@ -43,9 +45,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=os.environ.get("LACO_DATA_DIR"))
     parser.add_argument("--work", required=True, help="folder for the prunes and the scores (reused when run again)")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--limit", type=int, help="the first N items of each task (at most the profile's limit)")
+    parser.add_argument("--windows", type=int, help="the first N perplexity windows (at most the profile's)")
     args = parser.parse_args(argv)
     try:
-        doc = compare_dtypes(args.profile, args.method, args.dtypes.split(","), args.data_dir, Path(args.work))
+        doc = compare_dtypes(args.profile, args.method, args.dtypes.split(","), args.data_dir, Path(args.work),
+                             args.limit, args.windows)
     except LacoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,7 +59,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def compare_dtypes(profile_name: str, label: str, dtypes: list[str], data_dir: str | None, work: Path) -> dict:
+def compare_dtypes(profile_name: str, label: str, dtypes: list[str], data_dir: str | None, work: Path,
+                   limit: int | None = None, windows: int | None = None) -> dict:
     from bench.accuracy_paths import task_requests
     from bench.perplexity import wikitext_test
     from bench.profile import load_profile
@@ -62,6 +68,7 @@ def compare_dtypes(profile_name: str, label: str, dtypes: list[str], data_dir: s
 
     name, profile = load_profile(profile_name)
     method = method_entry(profile, label, dtypes)
+    shorten(profile, limit, windows)
     limits = {task: opts.limit for task, opts in profile.accuracy.tasks.items()}
     requests = task_requests(list(limits), limits, data_dir, work / "lm_eval_tasks")
     text = wikitext_test(perplexity_source(data_dir))
@@ -95,6 +102,16 @@ def method_entry(profile, label: str, dtypes: list[str]):
     if unknown or len(dtypes) < 2:
         raise LacoError(f"--dtypes: two or more of {', '.join(DTYPES)}, got {','.join(dtypes)}")
     return method
+
+
+def shorten(profile, limit: int | None, windows: int | None) -> None:
+    """--limit / --windows: the first N items of each task, the first N windows (never more than the profile's)."""
+    if (limit is not None and limit < 1) or (windows is not None and windows < 1):
+        raise LacoError(f"--limit and --windows take a positive count, got {limit}, {windows}")
+    for task in profile.accuracy.tasks.values():
+        task.limit = min(filter(None, [limit, task.limit]), default=None)
+    if windows is not None:
+        profile.perplexity.n_windows = min(filter(None, [windows, profile.perplexity.n_windows]))
 
 
 def perplexity_source(data_dir: str | None) -> str:
@@ -336,8 +353,11 @@ def markdown(doc: dict) -> str:
     head = ["model", "dtypes", "task", "items", "same choice", "max |Δll|", "median |Δll|",
             "accuracy (task: ref → other; all: paired Δ [95%])", "PPL ratio [95%] (paired windows)",
             "per-window ratio min / median / max"]
+    items = ", ".join(f"{task} {n if n else 'all'}" for task, n in doc["accuracy"]["limits"].items())
+    windows = f"{doc['perplexity']['n_windows']} windows of {doc['perplexity']['window']} tokens"
     return "\n\n".join([f"dtype comparison: profile {doc['profile']}, {doc['method']}; CPU bf16 matmul: "
-                        f"{doc['bf16_matmul'] or 'none'}; |Δll| over {doc['ll_differences_over']}",
+                        f"{doc['bf16_matmul'] or 'none'}; the first items of each task ({items}), the first {windows}; "
+                        f"|Δll| over {doc['ll_differences_over']}",
                         table(rows, head), prunes_table(doc), times_table(doc), verdicts_table(doc)])
 
 

@@ -55,7 +55,10 @@ def test_bf16_runs_as_asked_on_a_cpu_with_amx(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize(("flags", "why"), [(ICE_LAKE, "no native bf16 matmul at all"), (COOPER_LAKE, "only AVX512-BF16")])
+@pytest.mark.parametrize(("flags", "why"), [
+    (ICE_LAKE, "no native bf16 matmul at all: /proc/cpuinfo shows none of amx_bf16 amx_tile avx512_bf16"),
+    (COOPER_LAKE, "only AVX512-BF16: /proc/cpuinfo shows avx512_bf16, not amx_bf16 amx_tile"),
+    ({"avx512_bf16", "amx_tile"}, "only AVX512-BF16: /proc/cpuinfo shows amx_tile avx512_bf16, not amx_bf16")])
 def test_without_amx_the_fallback_profile_runs_float32_and_says_why(monkeypatch, capsys, flags, why):
     fake_cpu(monkeypatch, flags)
     profile = bf16_profile(bf16_fallback="float32")
@@ -180,13 +183,13 @@ lm_eval_wikitext = false
 """
 
 
-def compare(tmp_path, folder, data_dir, dtypes: str) -> tuple[int, dict]:
+def compare(tmp_path, folder, data_dir, dtypes: str, *extra: str) -> tuple[int, dict]:
     from bench import dtype_compare
 
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY_PROFILE.format(folder=folder))
     out = tmp_path / f"{dtypes}.json"
-    code = dtype_compare.main(["--profile", str(profile), "--method", "laco-x", "--dtypes", dtypes,
+    code = dtype_compare.main(["--profile", str(profile), "--method", "laco-x", "--dtypes", dtypes, *extra,
                                "--data-dir", str(data_dir), "--work", str(tmp_path / dtypes), "--out", str(out)])
     return code, json.loads(out.read_text())
 
@@ -229,12 +232,37 @@ def test_float32_against_bfloat16_has_the_expected_structure(tmp_path, tiny_fold
         assert all(len(i["ll"]) == i["n_choices"] for i in items)
 
 
+def test_limit_and_windows_take_the_first_items_and_windows_never_more_than_the_profiles(tmp_path, tiny_folder, data_dir,
+                                                                                          capsys):
+    code, short = compare(tmp_path, tiny_folder, data_dir, "float32,float32", "--limit", "5", "--windows", "2")
+    assert code == 0
+    dense = short["scores"]["dense"][0]
+    # the profile asks arc_easy 6 and openbookqa 4: --limit 5 shortens the first, not the second
+    assert {t: len(d["items"]) for t, d in dense["tasks"].items()} == {"arc_easy": 5, "openbookqa": 4}
+    assert len(dense["windows"]["nll"]) == 2 and short["comparisons"]["dense"][0]["perplexity"]["windows"] == 2
+    assert "arc_easy 5, openbookqa 4" in capsys.readouterr().out and "the first 2 windows of 32 tokens" in short_header(short)
+    (tmp_path / "full").mkdir()
+    _, full = compare(tmp_path / "full", tiny_folder, data_dir, "float32,float32")
+    first = full["scores"]["dense"][0]
+    shortened, whole = dense["tasks"]["arc_easy"]["items"], first["tasks"]["arc_easy"]["items"][:5]
+    assert [i["doc_id"] for i in shortened] == [i["doc_id"] for i in whole]  # the same items, scored alike
+    for a, b in zip(shortened, whole):  # (batched otherwise: equal to float32's rounding)
+        assert a["ll"] == pytest.approx(b["ll"], rel=1e-5)
+    assert dense["windows"]["nll"] == pytest.approx(first["windows"]["nll"][:2], rel=1e-5)
+
+
+def short_header(doc: dict) -> str:
+    from bench.dtype_compare import markdown
+
+    return markdown(doc).splitlines()[0]
+
+
 def test_an_unknown_method_or_dtype_is_one_line(tmp_path, tiny_folder, data_dir, capsys):
     from bench import dtype_compare
 
     profile = tmp_path / "tiny.toml"
     profile.write_text(TINY_PROFILE.format(folder=tiny_folder))
-    for extra in (["--method", "nope"], ["--dtypes", "float32,bf16"], ["--dtypes", "float32"]):
+    for extra in (["--method", "nope"], ["--dtypes", "float32,bf16"], ["--dtypes", "float32"], ["--limit", "0"]):
         argv = ["--profile", str(profile), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o.json"), *extra]
         assert dtype_compare.main(argv) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
