@@ -78,13 +78,13 @@ def evaluate(subject, tasks: dict, settings: dict, ctx) -> dict | Outcome:
         return run_accuracy(subject, tasks, common, settings, ctx)
     from lm_eval.models.huggingface import HFLM
 
-    from bench.shared_context_lm import SharedContextLM
+    from bench.shared_context_lm import SCORING_OPTIONS, SharedContextLM
 
     # hf-shared: HFLM with each shared token prefix run once (same scores, faster on multiple choice)
     lm_class = SharedContextLM if settings["backend"] == "hf-shared" else HFLM
     model, tokenizer = subject.model_and_tokenizer()
     lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=settings["batch_size"],
-                  max_length=settings.get("max_length"))
+                  max_length=settings.get("max_length"), **SCORING_OPTIONS)
     return run_lm_eval(lm, tasks, **common)
 
 

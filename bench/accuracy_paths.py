@@ -30,10 +30,11 @@ BACKENDS = ("hf", "hf-shared")
 def make_lm(backend: str, model, tokenizer, batch_size: int, max_length: int):
     from lm_eval.models.huggingface import HFLM
 
-    from bench.shared_context_lm import SharedContextLM
+    from bench.shared_context_lm import SCORING_OPTIONS, SharedContextLM
 
     cls = {"hf": HFLM, "hf-shared": SharedContextLM}[backend]
-    return cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, device="cpu")
+    return cls(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length, device="cpu",
+               **SCORING_OPTIONS)
 
 
 def task_requests(names: list[str], limits: dict[str, int], data_dir, folder) -> dict[str, list]:

@@ -21,6 +21,8 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<profile>)")
     p.add_argument("--data-dir", help="offline evaluation data (layout of ../shared/data); default: env LACO_DATA_DIR; "
                                       "without one, lm-eval downloads its datasets")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="run in this dtype instead of the profile's [model] dtype (recorded in run.json)")
     p.add_argument("--list", action="store_true", help="list the shipped profiles and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--reuse-results-from-other-code", action="store_true",
@@ -35,6 +37,7 @@ def bench_main(argv: list[str]) -> int:
     # slower (seen here: 0.4 s -> 7.5 s per forward on 2 busy cores); sleeping waiters cost little
     # on an idle machine. Set before torch is imported; recorded in the throughput settings.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from bench.dtype import override_dtype
     from bench.profile import load_profile, profile_names
 
     if args.list:
@@ -43,6 +46,7 @@ def bench_main(argv: list[str]) -> int:
     if not args.profile:
         raise LacoError("--profile is required (see --list)")
     name, profile = load_profile(args.profile)
+    override_dtype(profile, args.dtype)
     data_dir = resolve_data_dir(args.data_dir)
     out = Path(args.out or Path("runs") / name)
     if out.exists() and not out.is_dir():

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.context import RunContext
+from bench.dtype import settle_dtype
 from bench.profile import MethodSettings, Profile
 from bench.pruned import pruned_subject
 from bench.rounds import measure_phase
@@ -70,6 +71,7 @@ def check_up_front(ctx: RunContext):
     """Everything that can be checked before anything is loaded or measured; the dense model's source."""
     from laco.loading import resolve
 
+    settle_dtype(ctx.profile)  # bf16 on a CPU without native bf16 matmul: float32 or refused, as the profile says
     ctx.tasks()
     for calibration in [None, *(m.calibration for m in ctx.profile.methods)]:
         ctx.calibration(calibration)

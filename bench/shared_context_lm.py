@@ -27,6 +27,10 @@ import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 
+# How the bench has lm-eval score a model of any dtype: log-probabilities in float32. lm-eval would take
+# them in the model's dtype and sum a continuation's in it, and a bf16 sum of ~-60 keeps steps of 0.25.
+SCORING_OPTIONS = {"softmax_dtype": "float32"}
+
 
 class _Row:
     """A prefix tree of token sequences, in insertion order (a node's parent comes before it)."""

@@ -144,7 +144,7 @@ class HfTiming:
 
     def values(self, timer: HfTimer, done: dict) -> dict:
         s = self.settings
-        return {"engine": s["engine"], **{k: s[k] for k in WORKLOAD}, "resident": self.policy["resident"],
+        return {"engine": s["engine"], **{k: s[k] for k in WORKLOAD}, "dtype": s["dtype"], "resident": self.policy["resident"],
                 "interleaved_with": done["labels"], "convention": rounds_module.CONVENTION,
                 **rounds_module.throughput_of(timer, done), "resident_reason": self.policy["reason"], "order": done["order"]}
 

@@ -131,6 +131,12 @@ def greedy(job: dict) -> dict:
     return {"outputs": result}
 
 
+def engine_dtype(llm) -> str:
+    """The dtype the engine computes in, as vLLM resolved it from the one asked (its CPU backend may
+    substitute one): what the throughput result states."""
+    return str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+
+
 def serve(job: dict) -> None:
     """One engine, kept alive: after `warmup` untimed generates it answers READY, then one reply per
     request line on stdin ({"op": "time_batch"}) until the end of its input (the caller stops the
@@ -139,7 +145,7 @@ def serve(job: dict) -> None:
     batch = FixedBatch(llm, job)
     for _ in range(job.get("warmup", 1)):
         batch.generate(batch.full)
-    reply({"status": READY, "load_seconds": load_seconds})
+    reply({"status": READY, "load_seconds": load_seconds, "dtype": engine_dtype(llm)})
     for line in sys.stdin:
         request = json.loads(line)
         try:

@@ -155,13 +155,16 @@ def check_schema(run: Path, done: dict, profile) -> None:
         assert mem["peak_kind"] == "subprocess_peak_rss" and mem["peak_mb"] > mem["param_mb"] > 0
         tput = done[(model, "throughput_hf")]["values"]
         assert tput["batch_size"] == profile.throughput.batch_size and tput["rounds"] >= 5
+        assert tput["dtype"] == done[(model, "memory")]["settings"]["dtype"]
         for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "output_tokens_per_s", "total_tokens_per_s"):
             assert len(tput["per_round"][key]) == tput["rounds"]
             assert tput[key]["min"] <= tput[key]["median"] <= tput[key]["max"]
-    # fewer parameters after pruning, by the record's own count (4 bytes each in float32)
+    # fewer parameters after pruning, by the record's own count (4 bytes each in float32, 2 in bfloat16)
     removed = laco["record"]["parameters"]["before"] - laco["record"]["parameters"]["after"]
     mem = {m: done[(m, "memory")]["values"]["param_mb"] for m in ("dense", "laco")}
-    assert mem["dense"] - mem["laco"] == pytest.approx(removed * 4 / 2**20)
+    dtype = done[("dense", "memory")]["settings"]["dtype"]  # the profile's, or float32 on a CPU without bf16
+    assert laco["record"]["dtype"] == dtype
+    assert mem["dense"] - mem["laco"] == pytest.approx(removed * {"float32": 4, "bfloat16": 2}[dtype] / 2**20)
     prune = done[("laco", "pruning_time")]["values"]
     assert prune["first"] == laco["record"]["prune_seconds"] > 0
     assert len(prune["repeats"]) == profile.pruning_time.repeats and all(t > 0 for t in prune["repeats"])

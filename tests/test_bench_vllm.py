@@ -55,6 +55,7 @@ def test_vllm_throughput_on_the_dense_model(ctx):
     assert values["engine"] == "vllm" and len(values["per_round"]["decode_tokens_per_s"]) == settings["rounds"]
     assert values["decode_tokens_per_s"]["median"] > 0 and values["prefill_tokens_per_s"]["median"] > 0
     assert values["load_seconds"] > 0
+    assert values["dtype"] == settings["vllm"]["dtype"] == ctx.profile.model.dtype  # the engine runs the HF dtype
 
 
 def test_vllm_phase_alternates_the_models_of_a_run(ctx):
@@ -127,4 +128,4 @@ def test_lm_eval_vllm_backend_scores_as_hflm(ctx):
         by_backend[backend] = outcome.values["tasks"]["piqa"]
     hf, vllm = by_backend["hf"], by_backend["vllm"]
     assert hf["task_hash"] == vllm["task_hash"] and hf["n"] == vllm["n"] == 8  # the same prompts
-    assert vllm["acc"] == pytest.approx(hf["acc"], abs=1 / 8)  # float32 on both: at most one item apart
+    assert vllm["acc"] == pytest.approx(hf["acc"], abs=1 / 8)  # one dtype on both: at most one item apart

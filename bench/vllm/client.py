@@ -122,6 +122,7 @@ class VllmSession:
         self.label = f"vllm {vllm_settings.get('version') or '?'}: {Path(model_folder).name}"
         self.batch_size = workload.get("batch_size")
         self.load_seconds: float | None = None
+        self.dtype: str | None = None  # the dtype the engine runs in, as the worker reports it
         self._proc: subprocess.Popen | None = None
         self._path: tempfile.TemporaryDirectory | None = None
         self._replies: queue.Queue = queue.Queue()
@@ -136,7 +137,8 @@ class VllmSession:
                                   text=True, bufsize=1)
         self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
         self._reader.start()
-        self.load_seconds = self._reply("start")["load_seconds"]
+        ready = self._reply("start")
+        self.load_seconds, self.dtype = ready["load_seconds"], ready.get("dtype")
 
     @property
     def pid(self) -> int | None:

@@ -62,7 +62,7 @@ class VllmTiming:
         return {"engine": "vllm", "vllm_version": s["vllm"]["version"], "prefix_caching": False,
                 **{k: s[k] for k in throughput.WORKLOAD}, "resident": True, "interleaved_with": done["labels"],
                 "convention": CONVENTION, "order": done["order"], **throughput_of(session, done),
-                "load_seconds": session.load_seconds}
+                "load_seconds": session.load_seconds, "dtype": session.dtype}
 
 
 def timing(settings: dict, ctx) -> VllmTiming:

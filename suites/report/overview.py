@@ -36,6 +36,7 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         ["profile", run.profile_name],
         ["model", " / ".join(dict.fromkeys(x for x in (spec, _source_model(run)) if x and x != "-")) or "-"],
         ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
+        ["dtype", "; ".join(x for x in ((profile.get("model") or {}).get(k) for k in ("dtype", "dtype_note")) if x) or "-"],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
         ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
         *([["resumed", _resumed(run)]] if meta.get("resumed") else []),

@@ -193,7 +193,8 @@ def _throughput_cells(run: Run, figures: Figures, key: str, engine: str, setting
     except NotMeasured:
         m = run.measurement(key, f"throughput_{engine}")
         return ["n/a" if m is not None else "-", "-", "-"]
-    settings[engine] = {k: r.get(k) for k in ("batch_size", "input_len", "output_len", "rounds", "warmup", "resident")}
+    settings[engine] = {k: r[k] for k in ("batch_size", "input_len", "output_len", "rounds", "warmup", "resident", "dtype")
+                        if k in r}
     speedup = "-"
     if key != DENSE:
         try:
