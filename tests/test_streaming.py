@@ -156,6 +156,16 @@ def test_a_model_larger_than_the_bound_streams_without_being_asked(tiny_folder):
     assert plan_memory("shortgpt", shape, {}, max_memory=bound).stream is True
 
 
+def test_a_method_without_a_formula_is_not_planned_and_is_refused_layer_by_layer(tiny_folder, monkeypatch):
+    import laco.pruners
+
+    shape = model_shape(str(tiny_folder), "float32", SENTENCES)
+    monkeypatch.setattr(laco.pruners, "memory_need", lambda *args, **kwargs: None)  # a plugin that declares none
+    assert plan_memory("shortgpt", shape, {}, max_memory=1) is None
+    with pytest.raises(LacoError, match="declares no memory formula"):
+        plan_memory("shortgpt", shape, {}, max_memory=None, stream=True)
+
+
 def test_llm_pruner_is_refused_before_loading_with_its_figure(tiny_folder, tmp_path, capsys):
     params = sum(p.numel() for p in load_model(str(tiny_folder)).model.parameters())
     out = tmp_path / "out"
