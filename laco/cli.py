@@ -127,6 +127,10 @@ def prune_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--device-map", help="accelerate device_map, e.g. auto, for models larger than one GPU")
     p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    p.add_argument("--max-memory", metavar="SIZE", help="bound on the memory the prune may hold, e.g. 6GB (default: what "
+                   "the machine has available); a prune that does not fit with the whole model resident runs layer by layer")
+    p.add_argument("--stream", action="store_true", help="prune layer by layer: decoder layers are read from the "
+                   "safetensors shards when needed and the output is written shard by shard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -237,14 +241,24 @@ def prune_main(argv: list[str]) -> int:
         hyper = {k: params[k] for k in "CLHIT" if k in params}
         make_config(merge=params.get("merge", "paper"), paper_setting_name=params.get("paper_setting"), **hyper).validate()
     from laco.loading import load_model
+    from laco.stream.plan import plan_for_command
 
-    loaded = load_model(args.model, dtype=args.dtype, device=args.device,
-                        trust_remote_code=args.trust_remote_code, device_map=args.device_map)
-    outcome = pruner(loaded, sentences, target_ratio=args.target_ratio, target_layers=args.target_layers,
-                     calibration_file=calibration_file, seed=args.seed, progress=not args.quiet, **params)
-    record = outcome.record
-    out = save_pruned(outcome.model, loaded.tokenizer, args.out, record, force=args.force)
-    print(f"{loaded.source.model_id}: {describe_result(record)} -> {out}")
+    plan = plan_for_command(args, params, sentences)  # what does not fit is refused here, before loading
+    common = dict(target_ratio=args.target_ratio, target_layers=args.target_layers, calibration_file=calibration_file,
+                  seed=args.seed, progress=not args.quiet, **params)
+    if plan is not None and plan.stream:
+        from laco.stream.prune import prune_streamed
+
+        record, out = prune_streamed(args.model, args.method, sentences, out=args.out, plan=plan, force=args.force,
+                                     dtype=args.dtype, trust_remote_code=args.trust_remote_code, **common)
+    else:
+        loaded = load_model(args.model, dtype=args.dtype, device=args.device,
+                            trust_remote_code=args.trust_remote_code, device_map=args.device_map)
+        outcome = pruner(loaded, sentences, **common)
+        record = outcome.record
+        record["memory"] = plan.as_dict() if plan is not None else None
+        out = save_pruned(outcome.model, loaded.tokenizer, args.out, record, force=args.force)
+    print(f"{record['source']['model_id']}: {describe_result(record)} -> {out}")
     if record.get("engine_comparison"):
         c = record["engine_comparison"]
         print(f"engines: naive {c['naive_seconds']:.1f}s, cached {c['cached_seconds']:.1f}s, "

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from laco import LacoError
 from laco.faults import kill_point
 from laco.architectures import Architecture, check_layer
-from laco.merge import MERGE_MODES
+from laco.merge import MERGE_MODES, merge_layers
 from laco.surgery import decoder, decoder_layers, final_norm, set_layers
 
 
@@ -192,18 +192,26 @@ class DenseTrace:
 
 
 class _CachedEngine:
-    """Candidates as layer lists; only the suffix from the pointer is run."""
+    """Candidates as layer lists; only the suffix from the pointer is run.
+
+    `via` (a `LoadedModel`) gives the layers' weights for a merge (`materialise`) and takes a merged
+    layer into the model (`adopt`); a streamed model (`laco.stream`) keeps its layers on disk that way."""
 
     name = "cached"
 
-    def __init__(self, trace: DenseTrace, layers: Sequence[nn.Module], arch: Architecture, merge: str):
-        self.trace, self.arch, self.merge = trace, arch, MERGE_MODES[merge]
+    def __init__(self, trace: DenseTrace, layers: Sequence[nn.Module], arch: Architecture, merge: str, via=None):
+        self.trace, self.arch, self.mode = trace, arch, merge
         self.layers = list(layers)
         self.origins = list(range(len(self.layers)))  # original index of each current layer
         self._candidate: tuple[int, int, nn.Module] | None = None
+        self.via = via
+
+    def _merged(self, base: int, k: int) -> nn.Module:
+        return merge_layers(self.mode, self.arch, self.layers, base, k, self.via)
 
     def similarity(self, base: int, k: int) -> float:
-        merged = self.merge(self.arch, self.layers, base, k)
+        self._candidate = None  # the previous candidate is not kept while this one is built
+        merged = self._merged(base, k)
         self._candidate = (base, k, merged)
         origins = [self.origins[base], *self.origins[base + k + 1 :]]
         out = self.trace.run_suffix([merged, *self.layers[base + k + 1 :]], origins)
@@ -213,7 +221,9 @@ class _CachedEngine:
         if self._candidate is not None and self._candidate[:2] == (base, k):
             merged = self._candidate[2]
         else:  # the similarity came from the memo of a threshold search
-            merged = self.merge(self.arch, self.layers, base, k)
+            merged = self._merged(base, k)
+        if self.via is not None:
+            merged = self.via.adopt(merged, self.origins[base], replaces=self.layers[base : base + k + 1])
         self.layers[base : base + k + 1] = [merged]
         self.origins[base : base + k + 1] = [self.origins[base]]
         self._candidate = None
@@ -284,10 +294,12 @@ def collapse(
     engine: str = "cached",
     target_layers: int | None = None,
     progress: bool = True,
+    via=None,
 ) -> CollapseResult:
     """Run the search on `model` (changed in place) with the calibration `batch`.
 
-    With `target_layers`, T is not taken from `config` but searched (see `find_threshold`).
+    With `target_layers`, T is not taken from `config` but searched (see `find_threshold`). `via`: the
+    `LoadedModel` that gives and takes the layers' weights (`_CachedEngine`).
     """
     layers = decoder_layers(model)
     n_before = len(layers)
@@ -300,12 +312,12 @@ def collapse(
     threshold_search = None
     if target_layers is not None:
         began = time.perf_counter()
-        threshold_search = find_threshold(trace, layers, arch, cfg, target_layers, progress=progress)
+        threshold_search = find_threshold(trace, layers, arch, cfg, target_layers, progress=progress, via=via)
         threshold_search["seconds"] = time.perf_counter() - began
         cfg = replace(cfg, T=threshold_search["T"])
     start = time.perf_counter() - trace_seconds  # the bisection is not part of the pruning step
     if engine == "cached":
-        runner = _CachedEngine(trace, layers, arch, cfg.merge)
+        runner = _CachedEngine(trace, layers, arch, cfg.merge, via)
     elif engine == "naive":
         runner = _NaiveEngine(model, trace, batch, arch, cfg.merge)
     else:
@@ -324,7 +336,7 @@ def find_threshold(
     target_layers: int,
     *,
     iterations: int = 30,
-    progress: bool = True,
+    progress: bool = True, via=None,
 ) -> dict:
     """The largest T whose search keeps at most `target_layers` layers, by bisection on T.
 
@@ -338,7 +350,7 @@ def find_threshold(
     trials: list[dict] = []
 
     def kept(t: float) -> int:
-        engine = _CachedEngine(trace, layers, arch, cfg.merge)
+        engine = _CachedEngine(trace, layers, arch, cfg.merge, via)
         _, sources = _search(engine, replace(cfg, T=t), n, memo, progress=False)
         trials.append({"T": t, "layers": len(sources)})
         return len(sources)
@@ -375,3 +387,31 @@ def bisect_threshold(kept: Callable[[float], int], target_layers: int, lowest: f
         else:
             hi = mid
     return lo
+
+
+def collapse_memory(shape, *, streamed: bool, C: int, merge: str, naive: bool = False) -> dict[str, int] | None:
+    """Bytes the search holds at its peak beside the interpreter, by part (`laco.memory.ModelShape`).
+    Streamed, a candidate holds the C layers it merges and the merged copy; the suffix then runs one
+    layer at a time (the cache of `laco.stream` comes on top, within its budget). None: the naive
+    engine copies whole models and cannot stream."""
+    from laco.memory import LAYER_CACHE, all_layers
+
+    merged = 0 if merge == "drop" else 1
+    parts = {"calibration states": (shape.n_layers + 2) * shape.hidden_state_bytes,
+             "one layer's forward": shape.layer_activation_bytes()}
+    if merge == "paper":  # float32 copies of the base, the sum, a summand and a difference
+        parts["merge scratch (float32)"] = 4 * 4 * shape.largest_tensor_params
+    elif merge == "reference":
+        parts["merge scratch"] = shape.largest_tensor_params * shape.dtype_bytes
+    if streamed:
+        if naive:
+            return None
+        parts["weights outside the layers"] = shape.non_layer_bytes
+        parts["layers in memory"] = (C + 1 if merged else 1) * shape.layer_bytes
+        parts[LAYER_CACHE] = all_layers(shape)  # every candidate runs the layers above it again
+        return parts
+    parts["weights"] = shape.weight_bytes
+    parts["merged candidate"] = merged * shape.layer_bytes
+    if naive:
+        parts["naive engine: the current model and a candidate copy"] = 2 * shape.weight_bytes
+    return parts

@@ -45,14 +45,15 @@ class ModelSource:
     """What was loaded: enough to find the same weights again and to tell two models apart."""
 
     spec: str  # as the user gave it
-    kind: str  # embedded | gguf | folder | hub
+    kind: str  # embedded | gguf | folder | hub | synthetic
     model_id: str
     path: str | None = None  # the local file or folder
     sha256: str | None = None  # of the GGUF file, or of a folder's weight files
     revision: str | None = None  # hub commit
+    synthetic: dict | None = None  # a shaped stand-in (laco.synthetic): what it is; "speed and memory only"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "synthetic" or v is not None}
 
     def fingerprint(self) -> str:
         return fingerprint({k: v for k, v in self.as_dict().items() if k in ("kind", "model_id", "sha256", "revision")})
@@ -65,6 +66,15 @@ class LoadedModel:
     source: ModelSource
     arch: Architecture
 
+    def materialise(self, layer: nn.Module) -> nn.Module:
+        """The layer with its weights in memory, to read or change (`laco.stream` reads them from disk)."""
+        return layer
+
+    def adopt(self, layer: nn.Module, position: int, replaces=()) -> nn.Module:
+        """What to put in the model for a new layer that sits at original `position` in place of the
+        layers `replaces` (streaming moves it to disk and forgets the layers it replaces)."""
+        return layer
+
 
 def _looks_like_path(spec: str) -> bool:
     return spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf") or os.path.exists(spec)
@@ -74,6 +84,10 @@ def resolve(spec: str, revision: str | None = None) -> ModelSource:
     """Turn a model spec into a source, checking local files exist. A hub model's identity is its
     commit: `revision` (a commit, branch or tag) resolved to the commit of the cached or remote
     snapshot (`hub_commit`)."""
+    if spec.startswith("synthetic:"):
+        from laco.synthetic import source_fields
+
+        return ModelSource(**source_fields(spec, load_tokenizer))
     if spec in EMBEDDED:
         entry = EMBEDDED[spec]
         found = importlib.util.find_spec(entry.package)
@@ -195,7 +209,12 @@ def first_line(exc: Exception) -> str:
 
 
 def model_folder(source: ModelSource) -> str | None:
-    """The local folder a source loads from (a GGUF's converted copy), None for a hub model."""
+    """The local folder a source loads from (a GGUF's converted copy, a synthetic model built on first
+    use), None for a hub model."""
+    if source.kind == "synthetic":
+        from laco.synthetic import built_folder
+
+        return str(built_folder(source.spec, load_tokenizer))
     if source.kind in ("embedded", "gguf"):
         return str(gguf_cache_folder(Path(source.path), source.sha256))
     return source.path

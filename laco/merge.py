@@ -66,3 +66,12 @@ MERGE_MODES: dict[str, MergeFn] = {
     "reference": reference_merge,
     "drop": drop_merge,
 }
+
+
+def merge_layers(mode: str, arch: Architecture, layers: Sequence[nn.Module], base: int, k: int, via=None) -> nn.Module:
+    """`MERGE_MODES[mode]` on layers base..base+k, their weights read through `via` (a `LoadedModel`: a
+    streamed model's layers are on disk until materialised). A deletion reads no weights."""
+    merge = MERGE_MODES[mode]
+    if via is None or merge is drop_merge:
+        return merge(arch, layers, base, k)
+    return merge(arch, [via.materialise(layer) for layer in layers[base : base + k + 1]], 0, k)

@@ -42,7 +42,8 @@ def prune_laco(
     params_before = parameter_count(model)
 
     def search(on, engine: str) -> CollapseResult:
-        return collapse(on, batch, loaded.arch, config, engine=engine, target_layers=target_layers, progress=progress)
+        return collapse(on, batch, loaded.arch, config, engine=engine, target_layers=target_layers, progress=progress,
+                        via=loaded if on is model else None)  # a streamed model gives its layers' weights through `loaded`
 
     naive = search(copy.deepcopy(model), "naive") if compare_engines else None
     result = search(model, engine)
@@ -124,3 +125,12 @@ def laco_pruner(
                         hyper={"C": C, "L": L, "H": H, "I": I, "T": T}, engine=engine, compare_engines=compare_engines,
                         target_ratio=target_ratio, target_layers=target_layers, calibration_file=calibration_file,
                         seed=seed, progress=progress)
+
+
+def peak_memory(shape, *, streamed: bool, merge: str = "paper", paper_setting: str | None = None, C: int | None = None,
+                engine: str = "cached", compare_engines: bool = False, **_) -> dict[str, int] | None:
+    """LaCo's memory formula (`memory_need`): `laco.collapse.collapse_memory` at this setting's C."""
+    from laco.collapse import collapse_memory, paper_setting as setting
+
+    C = C or (setting(paper_setting).C if paper_setting else 4)
+    return collapse_memory(shape, streamed=streamed, C=C, merge=merge, naive=engine == "naive" or bool(compare_engines))

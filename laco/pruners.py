@@ -14,6 +14,7 @@ use, so the core does not import a baseline it does not run.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
@@ -80,7 +81,22 @@ def get_pruner(name: str) -> Callable[..., PruneOutcome]:
     found = importlib.import_module(module)
     for part in attribute.split("."):
         found = getattr(found, part)
-    return found
+    return measured(found)
+
+
+def measured(pruner: Callable[..., PruneOutcome]) -> Callable[..., PruneOutcome]:
+    """The pruner, its record given `peak_memory`: the process's peak resident memory during the step
+    (and CUDA's max_memory_allocated where CUDA is in use; `laco.memory.PeakMemory`)."""
+    @functools.wraps(pruner)
+    def run(*args, **kwargs) -> PruneOutcome:
+        from laco.memory import PeakMemory
+
+        with PeakMemory() as peak:
+            outcome = pruner(*args, **kwargs)
+        outcome.record["peak_memory"] = peak.as_dict()
+        return outcome
+
+    return run
 
 
 def summary(name: str) -> str:
@@ -127,6 +143,16 @@ def vllm_overrides_for(record: dict, folder) -> dict | None:
     name = record.get("method")
     declared = _declared(name, "vllm_overrides") if name in registry() else None
     return declared(record, folder) if declared else None
+
+
+def memory_need(name: str, shape, *, streamed: bool, **params) -> dict[str, int] | None:
+    """Bytes the method holds at its peak on a model of this shape (`laco.memory.ModelShape`, its
+    calibration batch included), by part, beside the interpreter itself; resident (the whole model in
+    memory) or streamed (layer by layer, `laco.stream`). None: the method cannot stream, or its module
+    declares no formula (a plugin may not). A pruner module declares it as `peak_memory(shape, *, streamed, **params)`."""
+    get_pruner(name)  # an unknown name fails as everywhere else
+    declared = _declared(name, "peak_memory")
+    return declared(shape, streamed=streamed, **params) if declared else None
 
 
 def _declared(name: str, attribute: str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from laco import LacoError
@@ -167,3 +168,38 @@ def reindex_layers(model: nn.Module) -> None:
 def parameter_count(model: nn.Module) -> int:
     """Number of parameters, tied tensors counted once (`parameters()` de-duplicates them)."""
     return sum(p.numel() for p in model.parameters())
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a decoder layer: records what the layer would be called with, returns its input."""
+
+    def __init__(self, layer: nn.Module, record):
+        super().__init__()
+        self.record = record
+        if hasattr(layer, "attention_type"):  # the decoder picks each layer's mask by it
+            self.attention_type = layer.attention_type
+
+    def forward(self, hidden_states, *args, **kwargs):
+        self.record(hidden_states, kwargs)
+        return hidden_states
+
+
+@torch.no_grad()
+def layer_arguments(model: nn.Module, batch: dict) -> tuple[torch.Tensor, list[dict]]:
+    """The stream entering layer 0 and the keyword arguments (masks, rotary embeddings) of every layer,
+    from the decoder's own forward with its layers passed through rather than run (SliceGPT's rotation
+    needs nothing else of a dense pass)."""
+    inputs, kwargs = [], []
+
+    def record(hidden, layer_kwargs):
+        inputs.append(hidden)
+        kwargs.append(layer_kwargs)
+
+    owner, layers = decoder(model), decoder_layers(model)
+    name = layer_list_path(model).rpartition(".")[2]
+    setattr(owner, name, nn.ModuleList(_PassThrough(layer, record) for layer in layers))
+    try:
+        owner(**batch, use_cache=False)
+    finally:
+        setattr(owner, name, layers)
+    return inputs[0], kwargs

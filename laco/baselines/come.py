@@ -36,6 +36,7 @@ from laco.baselines.common import (
     sliced_linear,
     start_depth_pruning,
 )
+from laco.memory import LAYER_CACHE, all_layers
 from laco.record import pruned
 from laco.surgery import decoder_layers, set_layers
 
@@ -98,6 +99,19 @@ def concat_merge(arch, a: nn.Module, b: nn.Module, stats_a: dict, stats_b: dict,
     return merged, detail
 
 
+def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
+    """A dense forward per merge, with per-channel statistics; a merge holds the pair, the merged copy
+    and the sliced parts it is filled from, and scores channels on a float32 |W| of the largest weight."""
+    parts = {"calibration states": 3 * shape.hidden_state_bytes + shape.tokens * shape.intermediate * 4
+             + shape.n_layers * (shape.hidden + shape.intermediate) * 4,
+             "one layer's forward": shape.layer_activation_bytes(),
+             "sensitivity scratch (float32)": 2 * shape.largest_tensor_params * 4}
+    if streamed:
+        return {**parts, "weights outside the layers": shape.non_layer_bytes, "layers in memory": 4 * shape.layer_bytes,
+                LAYER_CACHE: all_layers(shape)}  # a dense pass per merge
+    return {**parts, "weights": shape.weight_bytes, "merged copy and its parts": 2 * shape.layer_bytes}
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("come", unknown)
@@ -115,8 +129,9 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
         i = min(range(len(layers) - 1), key=profile.pair_distance.__getitem__)
         bi_a, bi_b = profile.block_influence[i], profile.block_influence[i + 1]
         share = bi_a / (bi_a + bi_b) if bi_a + bi_b > 0 else 0.5
-        merged, detail = concat_merge(loaded.arch, layers[i], layers[i + 1],
+        merged, detail = concat_merge(loaded.arch, loaded.materialise(layers[i]), loaded.materialise(layers[i + 1]),
                                       profile.channels[i], profile.channels[i + 1], share)
+        merged = loaded.adopt(merged, sources[i][0], replaces=layers[i : i + 2])
         origin = [j for j in range(len(layers)) if j != i + 1]
         set_layers(model, [merged if j == i else layers[j] for j in origin], origin)
         steps.append({"pair": [i, i + 1], "layers": sources[i] + sources[i + 1],

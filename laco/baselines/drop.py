@@ -10,9 +10,17 @@ from __future__ import annotations
 from laco import LacoError
 from laco.baselines.common import reject_unknown
 from laco.prune import laco_outcome
+from laco.prune import peak_memory as laco_memory
 from laco.record import PruneOutcome
 
 ABLATION = "LaCo paper appendix B.6: the LaCo loop with layer deletion instead of merging"
+
+
+def peak_memory(shape, *, streamed: bool, paper_setting: str | None = None, C: int | None = None,
+                engine: str = "cached", compare_engines: bool = False, **_) -> dict[str, int] | None:
+    """LaCo's formula with deletion: no layer is merged, one runs at a time."""
+    return laco_memory(shape, streamed=streamed, merge="drop", paper_setting=paper_setting, C=C, engine=engine,
+                       compare_engines=compare_engines)
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,

@@ -137,6 +137,17 @@ def widths(model: nn.Module) -> list[dict]:
     return out
 
 
+def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int] | None:
+    """Taylor importance needs the gradient of every weight from one backward pass over the calibration
+    batch: the weights, as many gradients, and the activations the backward keeps. It cannot stream."""
+    if streamed:
+        return None
+    per_layer = shape.tokens * (10 * shape.hidden + 5 * shape.intermediate) * shape.dtype_bytes
+    attention = 2 * shape.batch * shape.heads * shape.seq * shape.seq * 4
+    return {"weights": shape.weight_bytes, "gradients": shape.weight_bytes,
+            "activations": shape.n_layers * (per_layer + attention) + 3 * shape.tokens * shape.vocab * 4}
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           layer_start: int | None = None, layer_end: int | None = None, uniform: bool = False,
           calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):

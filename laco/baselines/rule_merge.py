@@ -13,7 +13,8 @@ import time
 from laco import LacoError
 from laco.baselines.common import reject_unknown
 from laco.collapse import CollapseConfig
-from laco.merge import MERGE_MODES
+from laco.memory import LAYER_CACHE
+from laco.merge import MERGE_MODES, merge_layers
 from laco.record import pruned
 from laco.surgery import decoder_layers, parameter_count, set_layers
 from laco.targets import depth_target
@@ -33,6 +34,17 @@ def groups_from_top(n_layers: int, n_remove: int, C: int) -> list[tuple[int, int
     return groups
 
 
+def peak_memory(shape, *, streamed: bool, C: int = 4, merge: str = "paper", **_) -> dict[str, int]:
+    """No calibration forward. Each group reads its C layers and builds the merge; resident, every
+    group's merge is held until the layers are replaced."""
+    scratch = 4 * 4 * shape.largest_tensor_params if merge == "paper" else shape.largest_tensor_params * shape.dtype_bytes
+    if streamed:
+        return {"weights outside the layers": shape.non_layer_bytes, "layers in memory": (C + 1) * shape.layer_bytes,
+                "merge scratch": scratch, LAYER_CACHE: 0}  # no forward: each layer is read once
+    groups = -(-shape.n_layers // 2 // max(1, C - 1))  # at most the top half, C - 1 layers removed per group
+    return {"weights": shape.weight_bytes, "merged layers": groups * shape.layer_bytes, "merge scratch": scratch}
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           C: int = 4, merge: str = "paper", calibration_file: str | dict | None = None, seed: int = 0,
           progress: bool = True, **unknown):
@@ -46,7 +58,8 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
 
     start = time.perf_counter()
     groups = groups_from_top(n, n - keep, C)
-    merged = {base: MERGE_MODES[merge](loaded.arch, layers, base, k) for base, k in groups}
+    merged = {base: loaded.adopt(merge_layers(merge, loaded.arch, layers, base, k, loaded), base, layers[base : base + k + 1])
+              for base, k in groups}
     inside = {i for base, k in groups for i in range(base + 1, base + k + 1)}
     origin = [i for i in range(n) if i not in inside]
     set_layers(model, [merged.get(i, layers[i]) for i in origin], origin)

@@ -11,8 +11,19 @@ from __future__ import annotations
 import time
 
 from laco.baselines.common import layer_profile, reject_unknown, start_depth_pruning
+from laco.memory import LAYER_CACHE
 from laco.record import pruned
 from laco.surgery import delete_layers
+
+
+def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
+    """One dense forward; per layer its input and output and float32 cosines are held."""
+    parts = {"calibration states": 3 * shape.hidden_state_bytes + 2 * shape.tokens * shape.hidden * 4,
+             "one layer's forward": shape.layer_activation_bytes()}
+    if streamed:
+        return {**parts, "weights outside the layers": shape.non_layer_bytes, "layers in memory": shape.layer_bytes,
+                LAYER_CACHE: 0}  # one pass: no layer runs twice
+    return {**parts, "weights": shape.weight_bytes}
 
 
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,

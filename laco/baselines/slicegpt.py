@@ -2,7 +2,8 @@
 and Columns"): rotate the residual stream by PCA, then slice its width.
 
 1. Norm folding: the scale of every RMSNorm moves into the columns of the linear layers it
-   feeds (q/k/v, gate/up, lm_head), leaving scale-free norms, which commute with rotations.
+   feeds (q/k/v, gate/up, lm_head), leaving scale-free norms, which commute with rotations
+   (each layer's when the rotation reaches it, so a streamed model folds one layer at a time).
    Tied embeddings are untied first: the input side is rotated by the first basis and the
    output side by the last, so one matrix cannot serve both.
 2. Rotation: at each point where the residual stream enters a block (embeddings -> attention,
@@ -57,9 +58,9 @@ from laco import LacoError
 from laco.architectures import ROLES, Architecture
 from laco.baselines.common import calibration_batch, load_restructured, loadable_out_of_tree, reject_unknown
 from laco.calibration import require_tokens
-from laco.collapse import DenseTrace
+from laco.memory import LAYER_CACHE
 from laco.record import pruned
-from laco.surgery import decoder_layers, final_norm, parameter_count
+from laco.surgery import decoder_layers, final_norm, layer_arguments, parameter_count
 from laco.targets import parameter_target
 
 LOADER = "laco.baselines.slicegpt:load"
@@ -91,8 +92,9 @@ def block_inputs(layer: nn.Module) -> list[str]:
     return io["attention"] + io["mlp"]
 
 
-def require_sliceable(arch: Architecture, model: nn.Module) -> None:
-    """Refuse, in one line, a model whose layers SlicedDecoderLayer cannot compute."""
+def require_sliceable(arch: Architecture, model: nn.Module, layer: nn.Module | None = None) -> None:
+    """Refuse, in one line, a model whose layers SlicedDecoderLayer cannot compute (`layer`: the first
+    one with its weights, when the model's are not in memory)."""
     def refuse(why: str):
         raise LacoError(f"slicegpt cannot slice {arch.model_type}: {why}")
 
@@ -104,7 +106,7 @@ def require_sliceable(arch: Architecture, model: nn.Module) -> None:
                f"the layers have {', '.join(layer_norms)}")
     if not all(p.startswith("self_attn.") for p in arch.attention) or not all(p.startswith("mlp.") for p in arch.mlp):
         refuse("it needs the attention block under self_attn and the MLP under mlp")
-    layer = decoder_layers(model)[0]
+    layer = layer if layer is not None else decoder_layers(model)[0]
     io = stream_projections(layer)
     unknown = [p for p in arch.merged if not set(ROLES.get(p.rsplit(".", 1)[-1], ())) & (READS | WRITES)]
     if unknown:
@@ -187,24 +189,38 @@ def set_norm(norm: nn.Module, width: int, hidden: int) -> None:
 
 
 @torch.no_grad()
-def untie_and_fold_norms(model: nn.Module) -> bool:
-    """Untie the output embedding if tied, then fold every RMSNorm scale into the linears it feeds.
-    Returns whether the embeddings were tied."""
+def untie_head(model: nn.Module) -> bool:
+    """Untie the output embedding if tied: the input side is rotated by the first basis, the output side
+    by the last. Returns whether the embeddings were tied."""
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     tied = head.weight is embed.weight or bool(getattr(model.config, "tie_word_embeddings", False))
     if tied:
         head.weight = nn.Parameter(embed.weight.detach().clone())
         model.config.tie_word_embeddings = False
-    feeds = []
+    return tied
+
+
+@torch.no_grad()
+def fold_norm(norm: nn.Module, linears: list[nn.Linear]) -> None:
+    """Move the norm's scale into the columns of the linears it feeds; the norm is left scale-free."""
+    for linear in linears:
+        linear.weight.mul_(norm.weight.to(linear.weight.dtype))
+    norm.weight.fill_(1.0)
+
+
+def fold_layer_norms(layer: nn.Module) -> None:
+    io = stream_projections(layer)
+    fold_norm(layer.input_layernorm, [layer.get_submodule(n) for n in io["attention"]])
+    fold_norm(layer.post_attention_layernorm, [layer.get_submodule(n) for n in io["mlp"]])
+
+
+def untie_and_fold_norms(model: nn.Module) -> bool:
+    """Untie the head, then fold every RMSNorm scale into the linears it feeds (`rotate_and_slice` folds
+    each layer as it reaches it, the same weights). Returns whether the embeddings were tied."""
+    tied = untie_head(model)
     for layer in decoder_layers(model):
-        io = stream_projections(layer)
-        feeds.append((layer.input_layernorm, [layer.get_submodule(n) for n in io["attention"]]))
-        feeds.append((layer.post_attention_layernorm, [layer.get_submodule(n) for n in io["mlp"]]))
-    feeds.append((final_norm(model), [head]))
-    for norm, linears in feeds:
-        for linear in linears:
-            linear.weight.mul_(norm.weight.to(linear.weight.dtype))
-        norm.weight.fill_(1.0)
+        fold_layer_norms(layer)
+    fold_norm(final_norm(model), [model.get_output_embeddings()])
     return tied
 
 
@@ -258,27 +274,32 @@ def width_for_target(model: nn.Module, target_after: int) -> int:
 # ---- the pruner ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, progress: bool = False) -> list[float]:
-    """Steps 2-4 on a folded model; returns the energy fraction each basis keeps."""
+def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, progress: bool = False,
+                     via=None) -> list[float]:
+    """Steps 1-4 on a model with an untied head, each layer folded as it is reached; returns the energy
+    fraction each basis keeps. `via` (a `LoadedModel`) gives each layer's weights and takes the sliced
+    layer (a streamed model keeps them on disk)."""
     hidden = model.get_input_embeddings().embedding_dim
     mask = batch["attention_mask"]
-    trace = DenseTrace(model, batch)
-    dtype = trace.inputs[0].dtype
+    first_input, layer_kwargs = layer_arguments(model, batch)
+    dtype = first_input.dtype
     kept: list[float] = []
 
-    basis, k = pca_basis(trace.inputs[0], mask, width, damping)
+    basis, k = pca_basis(first_input, mask, width, damping)
     kept.append(k)
     embed = model.get_input_embeddings()
     embed.weight = nn.Parameter((embed.weight.double() @ basis).to(dtype))
     embed.embedding_dim = width
-    stream = (trace.inputs[0].double() @ basis).to(dtype)
+    stream = (first_input.double() @ basis).to(dtype)
     layers = decoder_layers(model)
     for i, layer in enumerate(tqdm(list(layers), desc="SliceGPT layers", disable=not progress, leave=False)):
+        layer = via.materialise(layer) if via is not None else layer
+        fold_layer_norms(layer)
         attn, mlp, io, m = layer.self_attn, layer.mlp, stream_projections(layer), residual_multiplier(layer)
         for name in io["attention"]:
             read_through(layer.get_submodule(name), basis)
         set_norm(layer.input_layernorm, width, hidden)
-        attn_out = attn(hidden_states=layer.input_layernorm(stream), **trace.layer_kwargs[i])[0]
+        attn_out = attn(hidden_states=layer.input_layernorm(stream), **layer_kwargs[i])[0]
         mid = stream.double() @ basis.T + m * attn_out.double()  # the stream after attention, original coordinates
         mid_basis, k = pca_basis(mid, mask, width, damping)
         kept.append(k)
@@ -296,8 +317,9 @@ def rotate_and_slice(model: nn.Module, batch: dict, width: int, damping: float, 
         sliced = SlicedDecoderLayer(layer, width)
         sliced.attn_shortcut.weight.copy_(attn_shortcut.T)
         sliced.mlp_shortcut.weight.copy_((mid_basis.T @ basis).T)
-        layers[i] = sliced
+        layers[i] = via.adopt(sliced, i, replaces=(layers[i],)) if via is not None else sliced
         stream = (out @ basis).to(dtype)
+    fold_norm(final_norm(model), [model.get_output_embeddings()])
     read_through(model.get_output_embeddings(), basis)
     set_norm(final_norm(model), width, hidden)
     return kept
@@ -325,13 +347,28 @@ def min_calibration_tokens(loaded, *, target_ratio: float | None = None, target_
     return kept_width(loaded.model, target_ratio, target_layers, slicing)[0]
 
 
+def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
+    """Float64 work dominates, in two steps that do not overlap: the embeddings (later the head) times
+    a basis, and a layer's step (the block forwards, a d x d second moment and its eigendecomposition,
+    a projection and its product in float64)."""
+    d = shape.hidden
+    layer_step = 4 * d * d * 8 + shape.layer_activation_bytes() + 2 * shape.largest_tensor_params * 8
+    parts = {"calibration states": shape.hidden_state_bytes + 3 * shape.tokens * d * 8,
+             "untied head": shape.embedding_params * shape.dtype_bytes if shape.head_params == 0 else 0,
+             "largest step (float64)": max(2 * shape.embedding_params * 8, layer_step)}
+    if streamed:
+        return {**parts, "weights outside the layers": shape.non_layer_bytes, "layers in memory": shape.layer_bytes,
+                LAYER_CACHE: 0}  # each layer is sliced once after the first pass
+    return {**parts, "weights": shape.weight_bytes}
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           slicing: float | None = None, damping: float = 0.01, calibration_file: str | dict | None = None,
           seed: int = 0, progress: bool = True, **unknown):
     """Give a target (ratio or layer-equivalent) or `slicing`, the fraction of the hidden width to remove."""
     reject_unknown("slicegpt", unknown)
     model = loaded.model
-    require_sliceable(loaded.arch, model)
+    require_sliceable(loaded.arch, model, loaded.materialise(decoder_layers(model)[0]))
     hidden = model.get_input_embeddings().embedding_dim
     params_before = parameter_count(model)
     width, target = kept_width(model, target_ratio, target_layers, slicing)
@@ -339,9 +376,9 @@ def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, ta
     tokens = require_tokens("slicegpt", batch, width, f"at least the {width} hidden directions it keeps")
 
     start = time.perf_counter()
-    tied = untie_and_fold_norms(model)
+    tied = untie_head(model)
     granule = sliced_parameter_count(model, width) - sliced_parameter_count(model, width - 1) if width > 1 else None
-    kept = rotate_and_slice(model, batch, width, damping, progress)
+    kept = rotate_and_slice(model, batch, width, damping, progress, via=loaded)
     seconds = time.perf_counter() - start
 
     return pruned(
