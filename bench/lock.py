@@ -46,7 +46,7 @@ def describe(run: Path, holder: dict | None = None) -> str:
     """Who holds the lock of `run`, from its lock.json: 'pid 123 on host h since T (laco bench)'."""
     holder = holder or live_writer(run)
     if not holder:
-        return "a reader (laco report)"
+        return "another process (a reader, or a writer starting)"
     return (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('started')}"
             f" ({holder.get('command', 'laco')})")
 
@@ -175,13 +175,14 @@ def reading(run: str | Path, command: str, *, wait: bool = False) -> Iterator[Pa
         except OSError:  # no lock file: nobody writes this run (or it is not a run: the reader says so)
             yield run
             return
-        if not (_try(fd, fcntl.LOCK_SH) and _still_there(run / LOCK, fd)):
+        locked = _try(fd, fcntl.LOCK_SH)
+        if not (locked and _still_there(run / LOCK, fd)):  # written, or released and removed: look again
             os.close(fd)
             fd = None
-            if not wait:
+            if not locked and not wait:
                 raise LacoError(f"run folder {run} is being written by {describe(run)}; {command} does not "
                                 "read a run in progress (pass --wait to wait for it)")
-            time.sleep(POLL_S)
+            time.sleep(POLL_S if not locked else 0)
     _held[key] = fd
     try:
         yield run
