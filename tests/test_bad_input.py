@@ -244,6 +244,12 @@ ROWS += [
     Bad("over-memory-setting", bench("{ws}/huge.toml"),
         r"perplexity\.lm_eval_max_length needs about 1\.31e\+05 GiB of memory \(lm-eval word perplexity, 8 × 1048576 tokens: "
         r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+    Bad("over-memory-accuracy", bench("{ws}/huge-accuracy.toml"),
+        r"accuracy\.max_length needs about 1\.31e\+05 GiB of memory \(lm-eval, 8 requests of up to 1048576 tokens: "
+        r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+    Bad("over-memory-generation", bench("{ws}/huge-generation.toml"),
+        r"throughput\.input_len needs about 1\.64e\+04 GiB of memory \(1 × \(1048576 \+ 8\) tokens: .*KV cache .*\), "
+        r"more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
 ]
 PARAMS = [pytest.param(row, id=row.id) for row in ROWS]
 
@@ -300,6 +306,10 @@ def ws(tmp_path_factory) -> Path:
     # weights that a load would refuse: the refusal comes before any model loads
     (ws / "huge.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
         "lm_eval_wikitext = false", "lm_eval_max_length = 1048576"))
+    (ws / "huge-accuracy.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
+        '["perplexity"]', '["accuracy"]') + "[accuracy]\nmax_length = 1048576\n[accuracy.tasks]\npiqa = { limit = 1 }\n")
+    (ws / "huge-generation.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
+        '["perplexity"]', '["throughput_hf"]') + "[throughput]\nbatch_size = 1\ninput_len = 1048576\noutput_len = 8\n")
     claims = resources.files("suites").joinpath("claims.toml").read_text(encoding="utf-8")
     assert "\nstatement =" in claims
     (ws / "claims-typo.toml").write_text(claims.replace("\nstatement =", "\nstatment =", 1))

@@ -21,9 +21,11 @@ PER_MODEL = {"dense/perplexity", "dense/flops", "dense/accuracy", "laco/perplexi
              "shortgpt/perplexity", "shortgpt/flops", "shortgpt/accuracy"}
 
 
-def start(args: list, cwd: Path) -> subprocess.Popen:
+def start(args: list, cwd: Path, log: Path | None = None) -> subprocess.Popen:
+    """`python -m laco ARGS`, its output piped, or written to `log` (.out, .err) when it is polled rather than read."""
+    out, err = (log.with_suffix(".out").open("w"), log.with_suffix(".err").open("w")) if log else (subprocess.PIPE,) * 2
     return subprocess.Popen([sys.executable, "-m", "laco", *map(str, args)], cwd=cwd, env=laco_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=out, stderr=err, text=True)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -139,3 +141,58 @@ def test_wait_waits_for_the_writer_and_a_writer_waits_for_a_reader(tmp_path, cap
     taken = capfd.readouterr().err.strip()
     assert taken == (f"laco bench: taking over the lock of {run} from pid {int(gone.stdout)} on host {os.uname().nodename} "
                      "since 2026-01-01T00:00:00+00:00 (laco bench): that process is gone"), taken
+
+
+QUICK = """measurements = ["perplexity"]
+[model]
+spec = "{spec}"
+[perplexity]
+window = 16
+n_windows = 1
+batch_size = 1
+lm_eval_wikitext = false
+"""
+
+
+def holder_pid(run: Path) -> int | None:
+    try:
+        return json.loads((run / "lock.json").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_wait_with_real_processes_the_writer_after_the_holder_and_the_reader_after_the_writer(tiny_folder, tmp_path,
+                                                                                             data_dir):
+    """`laco bench --wait` on a folder another process holds starts only once it is released, and
+    `laco report --wait` of a run being written reads it only once the writer is done: both exit 0."""
+    profile, run = tmp_path / "quick.toml", tmp_path / "run"
+    profile.write_text(QUICK.format(spec=tiny_folder))
+    holder = hold(run, "writing", 4)
+    t0 = time.monotonic()
+    writer = start(["bench", "--profile", profile, "--out", run, "--data-dir", data_dir, "--quiet", "--wait"], tmp_path,
+                   tmp_path / "writer")
+    while holder_pid(run) != writer.pid:  # the waiting writer takes the lock only when the holder is gone
+        assert writer.poll() is None, (tmp_path / "writer.err").read_text()[-2000:]
+        assert time.monotonic() - t0 < 120, "the waiting writer never took the lock"
+        if holder_pid(run) not in (None, holder.pid, writer.pid):
+            raise AssertionError(f"an unknown holder: {holder_pid(run)}")
+        time.sleep(0.02)
+    writer_in = time.monotonic() - t0
+    assert holder.poll() == 0, "the writer took the lock while the holder still held it"
+    reader = start(["report", run, "--out", tmp_path / "reports", "--wait"], tmp_path, tmp_path / "reader")
+    assert holder_pid(run) == writer.pid, "the reader must start while the writer holds the run"
+    ended = {}
+    while len(ended) < 2:  # when each ends: the reader never before the writer
+        ended.update({name: time.monotonic() - t0 for name, proc in (("writer", writer), ("reader", reader))
+                      if name not in ended and proc.poll() is not None})
+        assert time.monotonic() - t0 < 900, "the writer or the reader did not end"
+        time.sleep(0.02)
+    assert writer.returncode == 0, (tmp_path / "writer.err").read_text()[-3000:]
+    assert ended["reader"] >= ended["writer"], ended
+    assert reader.returncode == 0, (tmp_path / "reader.err").read_text()[-3000:]
+    assert (tmp_path / "reader.out").read_text().startswith("report: ")
+    written = sorted(p.name for p in (tmp_path / "reports").glob("*.md"))
+    assert written == ["run.md"] and json.loads((run / "run.json").read_text())["finished"], written
+    assert not (run / "lock.json").exists() and not (run / ".lock").exists()
+    print(f"bench --wait took the lock {writer_in:.2f} s after it started (the holder held it 4 s), finished at "
+          f"{ended['writer']:.2f} s; report --wait finished at {ended['reader']:.2f} s")
