@@ -59,6 +59,7 @@ def test_second_writer_stops_and_a_killed_holder_is_taken_over(tiny_folder, tmp_
     run, solo = tmp_path / "run", tmp_path / "solo"
     bench = ["bench", "--profile", profile, "--data-dir", data_dir, "--quiet"]
 
+    started = time.monotonic()
     first = start([*bench, "--out", run], tmp_path)
     wait_for(run / "lock.json", first)
     holder = json.loads((run / "lock.json").read_text())
@@ -75,6 +76,7 @@ def test_second_writer_stops_and_a_killed_holder_is_taken_over(tiny_folder, tmp_
     assert not (tmp_path / "reports").exists()
     out, err = first.communicate(timeout=900)
     assert first.returncode == 0, err[-3000:]
+    print(f"first bench: exit 0 after {time.monotonic() - started:.1f} s in all")
     assert not (run / "lock.json").exists() and not (run / ".lock").exists(), "a clean exit leaves no lock behind"
 
     # a solo run, killed by SIGKILL while it holds the lock (after its second result), then resumed
