@@ -4,13 +4,22 @@ Backend `hf` wraps the in-memory model in lm-eval's HFLM with its tokenizer pass
 backend `vllm` runs lm-eval's vllm backend (tensor_parallel_size from the profile) in the vLLM
 environment on the saved weights. Both go through `bench.lm_eval_run` on the same generated
 task folder, and both keep a request cache of their own per model (see `request_cache_name`).
+
+Each task is a part of the result (`bench.parts`): a task that fails leaves the others kept, and a
+resume scores only the failed ones. Items come from the shared result cache where it has them, and
+only the others are scored (`bench.accuracy_items`); on the hf backends each task is scored apart
+(one failing task cannot take the others down), on vLLM all at once (one engine start).
 """
 
 from __future__ import annotations
 
+import time
 from importlib import metadata
 
+from bench import accuracy_items
 from bench.lm_eval_run import request_cache_name, run_lm_eval
+from bench.parts import Parts, cache_model, origin
+from bench.store import now, settings_hash
 from bench.subject import Outcome, model_device
 from bench.tasks import NOT_IN_LM_EVAL, PAPER_BENCHMARKS, default_metric
 from laco.provenance import fingerprint
@@ -47,19 +56,62 @@ def measure(subject, settings: dict, ctx) -> Outcome:
     if not settings["tasks"]:
         return Outcome.not_available("no task of the profile can be evaluated: "
                                      + "; ".join(f"{k}: {v}" for k, v in settings["not_available"].items()))
-    raw = evaluate(subject, settings["tasks"], settings, ctx)
-    if isinstance(raw, Outcome):
-        return raw
+    parts = Parts(subject, "accuracy", ctx)
+    digests = {name: settings_hash(task_settings(settings, name)) for name in settings["tasks"]}
+    todo = [name for name in settings["tasks"] if not parts.kept(name, digests[name])]
+    scored = {name: {"scores": parts.earlier["tasks"][name], "items": parts.earlier["items"][name]}
+              for name in settings["tasks"] if name not in todo}
+    for names in [todo] if settings["backend"] == "vllm" and todo else [[name] for name in todo]:
+        got = parts.attempt(names, digests, lambda names=names: score(subject, names, settings, ctx))
+        if isinstance(got, Outcome):  # the engine cannot run here: the whole result says why
+            return got
+        for name, task in (got or {}).items():
+            scored[name] = task
+            parts.record[name].update(task.pop("counts"))
     values = {"lm_eval_version": settings["lm_eval"], "tasks": {}, "not_available": dict(settings["not_available"]),
               # the paper's benchmarks lm-eval has but this profile leaves out (for time, say)
               "not_in_profile": {b: t for b, t in PAPER_BENCHMARKS.items()
-                                 if t and t not in settings["tasks"] and t not in settings["not_available"]}}
-    values["items"], values["notes"] = {}, dict(settings.get("notes") or {})
-    for name, opts in settings["tasks"].items():
-        values["tasks"][name] = task_scores(raw, name, opts["metric"])
-        values["items"][name] = task_items(raw, name)
-        values["tasks"][name]["chance"] = chance_level(values["items"][name])
-    return Outcome("ok", None, values)
+                                 if t and t not in settings["tasks"] and t not in settings["not_available"]},
+              "items": {}, "notes": dict(settings.get("notes") or {})}
+    for name in settings["tasks"]:
+        if name in scored:
+            values["tasks"][name], values["items"][name] = scored[name]["scores"], scored[name]["items"]
+    return parts.outcome(values)
+
+
+def task_settings(settings: dict, name: str) -> dict:
+    """What one task's scores depend on: its own options and data, and the model side of lm-eval."""
+    shared = ("backend", "batch_size", "max_length", "bootstrap_iters", "lm_eval", "dtype", "device", "seed", "vllm")
+    return {"task": name, **settings["tasks"][name], "data": settings["data"].get(name),
+            **{k: settings.get(k) for k in shared}}
+
+
+def score(subject, names: list[str], settings: dict, ctx) -> dict | Outcome:
+    """{task: {"scores", "items", "counts"}} of `names`, scoring only the items the shared cache lacks."""
+    cache, model = ctx.results_cache, cache_model(ctx, subject)
+    folder = ctx.tasks().folder
+    plans = [accuracy_items.plan(cache, model, n, settings["tasks"][n], accuracy_items.task_key(n, settings, folder))
+             for n in names]
+    asked = {p.name: p.request for p in plans if p.request is not None}
+    started, t0 = now(), time.perf_counter()
+    raw = evaluate(subject, asked, settings, ctx) if asked else None
+    if isinstance(raw, Outcome):
+        return raw
+    if cache and raw:
+        for p in plans:
+            leaves = raw["subtasks"].get(p.name, [])
+            cache.add_items(model, p.key, {leaf: raw["docs"][leaf] for leaf in leaves},
+                            accuracy_items.new_items(raw, leaves), origin(ctx, started, time.perf_counter() - t0))
+    merged, counts = accuracy_items.merged_raw(plans, raw, settings.get("bootstrap_iters", 0))
+    out = {}
+    for name in names:
+        scores, items = task_scores(merged, name, settings["tasks"][name]["metric"]), task_items(merged, name)
+        scores["chance"] = chance_level(items)
+        out[name] = {"scores": scores, "items": items, "counts": counts[name]}
+        if cache:
+            cache.counts["items_reused"] += counts[name]["items_reused"]
+            cache.counts["items_scored"] += counts[name]["items_scored"]
+    return out
 
 
 def evaluate(subject, tasks: dict, settings: dict, ctx) -> dict | Outcome:

@@ -28,6 +28,11 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-results-from-other-code", action="store_true",
                    help="keep results measured by another version of the code (the report marks them); "
                         "by default they are measured again")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for another process writing the run folder to finish, instead of stopping")
+    p.add_argument("--no-results-cache", action="store_true",
+                   help="measure everything afresh: neither read nor fill the shared result cache "
+                        "(default: $LACO_RESULTS_CACHE, else the user cache dir's results/)")
     return p
 
 
@@ -37,32 +42,39 @@ def bench_main(argv: list[str]) -> int:
     # slower (seen here: 0.4 s -> 7.5 s per forward on 2 busy cores); sleeping waiters cost little
     # on an idle machine. Set before torch is imported; recorded in the throughput settings.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from bench import lock
     from bench.dtype import override_dtype
-    from bench.profile import load_profile, profile_names
+    from bench.profile import load_profile, profile_names, profile_path
 
     if args.list:
         print("\n".join(profile_names()))
         return 0
     if not args.profile:
         raise LacoError("--profile is required (see --list)")
+    out = Path(args.out or Path("runs") / profile_path(args.profile)[0])
+    if out.exists() and not out.is_dir():
+        raise LacoError(f"run directory exists and is not a folder: {out}")
+    if not args.wait:  # a second writer stops before anything slow is imported
+        lock.refuse_if_written(out, "laco bench")
     name, profile = load_profile(args.profile)
     override_dtype(profile, args.dtype)
     data_dir = resolve_data_dir(args.data_dir)
-    out = Path(args.out or Path("runs") / name)
-    if out.exists() and not out.is_dir():
-        raise LacoError(f"run directory exists and is not a folder: {out}")
 
+    from bench.budget import check_budget
     from bench.runner import run_profile
     from bench.summary import summary_table
 
+    check_budget(profile)  # a setting that cannot fit in memory: refused before anything loads
     created = not out.exists()
-    try:
-        failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet,
-                               reuse_other_code=args.reuse_results_from_other_code)
-    except (LacoError, OSError):
-        if created and not any(out.glob("results/*/*.json")):  # refused before any result: leave no run folder
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with lock.writing(out, "laco bench", wait=args.wait):
+        try:
+            failures = run_profile(name, profile, out, data_dir=data_dir, progress=not args.quiet,
+                                   reuse_other_code=args.reuse_results_from_other_code,
+                                   results_cache=not args.no_results_cache)
+        except (LacoError, OSError):
+            if created and not any(out.glob("results/*/*.json")):  # refused before any result: leave no run folder
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     print(summary_table(out))
     print(f"run directory: {out}")
     for failure in failures:

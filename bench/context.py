@@ -10,11 +10,12 @@ from bench.store import RunStore
 
 
 class RunContext:
-    """The profile (a `bench.profile.Profile`, read by attribute), the run store, the data dir, and
-    what several measurements share: the load arguments, the prepared tasks, the vLLM settings."""
+    """The profile (a `bench.profile.Profile`, read by attribute), the run store, the data dir, the
+    shared result cache, and what several measurements share: the load arguments, the prepared tasks, the vLLM settings."""
 
-    def __init__(self, profile: Profile, store: RunStore, data_dir: str | None, progress: bool):
+    def __init__(self, profile: Profile, store: RunStore, data_dir: str | None, progress: bool, results_cache=None):
         self.profile, self.store, self.data_dir, self.progress = profile, store, data_dir, progress
+        self.results_cache = results_cache  # a bench.results_cache.ResultsCache, None: off
 
     def dense_load_args(self) -> dict:
         m = self.profile.model

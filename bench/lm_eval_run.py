@@ -31,14 +31,15 @@ def run_lm_eval(
     bootstrap_iters: int,
     model_args: dict | None = None,
 ) -> dict:
-    """Evaluate `tasks` ({name: {limit, num_fewshot}}) with `lm` (an LM object or a backend name
-    such as "vllm" with `model_args`); returns {"results", "n", "n_available", "task_hashes", "subtasks", "items"}."""
+    """Evaluate `tasks` ({name: {limit, num_fewshot, docs}}) with `lm` (an LM object or a backend name
+    such as "vllm" with `model_args`); returns {"results", "n", "task_hashes", "subtasks", "items",
+    "hashes", "docs", "n_available"}. `docs` ({leaf: [doc index]}, optional) scores exactly those documents of those
+    leaf tasks (the ones the shared result cache lacks); without it, the first `limit` of each."""
     import lm_eval
     from lm_eval.tasks import TaskManager
-    from lm_eval.utils import hash_string
 
     manager = TaskManager(include_defaults=include_builtin, include_path=task_folder)
-    objects, samples, subtasks = load_tasks(manager, tasks)
+    objects, samples, subtasks, docs = load_tasks(manager, tasks)
     out = lm_eval.simple_evaluate(
         model=lm,
         model_args=model_args,
@@ -53,33 +54,47 @@ def run_lm_eval(
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    # The task hash as lm-eval's EvaluationTracker computes it: a hash over every sample's
-    # document, prompt and target hashes.
-    task_hashes = {
-        task: hash_string("".join(s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in items))
-        for task, items in out.get("samples", {}).items()
-    }
+    hashes = {task: sample_hashes(samples) for task, samples in out.get("samples", {}).items()}
     n = {task: int(v.get("effective", v.get("original", 0))) for task, v in out.get("n-samples", {}).items()}
-    # the data set's items, beyond the profile's limit: what a claim could still be decided on
-    available = {task: int(v["original"]) for task, v in out.get("n-samples", {}).items() if "original" in v}
     items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
-    return {"results": _plain(out["results"]), "n": n, "n_available": available, "task_hashes": task_hashes,
-            "subtasks": subtasks, "items": items}
+    return {"results": _plain(out["results"]), "n": n, "task_hashes": {t: task_hash(h) for t, h in hashes.items()},
+            "subtasks": subtasks, "items": items, "hashes": hashes, "docs": docs,
+            "n_available": docs}  # the data set's items, beyond the limit: what a claim could still be decided on
 
 
-def load_tasks(manager, tasks: dict[str, dict]) -> tuple[list, dict, dict]:
+def sample_hashes(samples: list[dict]) -> list[str]:
+    """Each sample's document, prompt and target hashes, in document order."""
+    return [s["doc_hash"] + s["prompt_hash"] + s["target_hash"] for s in sorted(samples, key=lambda s: s["doc_id"])]
+
+
+def task_hash(hashes: list[str]) -> str:
+    """The task hash as lm-eval's EvaluationTracker computes it: one hash over every sample's
+    document, prompt and target hashes, in document order."""
+    from lm_eval.utils import hash_string
+
+    return hash_string("".join(hashes))
+
+
+def load_tasks(manager, tasks: dict[str, dict]) -> tuple[list, dict, dict, dict]:
     """lm-eval's task objects of `tasks` with their few-shot counts set, the items each leaf task
-    is limited to, and each task's leaf tasks."""
-    objects, samples, subtasks = [], {}, {}
+    is limited to, each task's leaf tasks, and each leaf's number of documents."""
+    objects, samples, subtasks, docs = [], {}, {}, {}
     for name, opts in tasks.items():
         loaded = manager.load([name])
-        objects.append(loaded["groups"].get(name) or loaded["tasks"][name])
         subtasks[name] = sorted(loaded["tasks"])
+        chosen = opts.get("docs")
+        if chosen is None:
+            objects.append(loaded["groups"].get(name) or loaded["tasks"][name])
+        else:  # only the leaves with documents to score, as tasks of their own
+            objects += [loaded["tasks"][leaf] for leaf in sorted(chosen)]
         for leaf_name, leaf in loaded["tasks"].items():
             leaf.set_config(key="num_fewshot", value=opts.get("num_fewshot") or 0)
-            if opts.get("limit") is not None:  # the first N items, as lm-eval's own --limit takes them
+            docs[leaf_name] = len(leaf.eval_docs)
+            if chosen is not None and leaf_name in chosen:
+                samples[leaf_name] = sorted(chosen[leaf_name])
+            elif chosen is None and opts.get("limit") is not None:  # the first N, as lm-eval's --limit takes them
                 samples[leaf_name] = list(range(min(opts["limit"], len(leaf.eval_docs))))
-    return objects, samples, subtasks
+    return objects, samples, subtasks, docs
 
 
 ITEM_METRICS = ("acc", "acc_norm")

@@ -14,6 +14,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench import lock
 from laco import LacoError
 
 PREFIX = "nightly-"
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--keep", type=int, default=7, help="nightly runs of the profile to keep (default: 7)")
     p.add_argument("--data-dir", help="offline evaluation data (see laco bench)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-results-cache", action="store_true", help="measure everything afresh (see laco bench)")
     args = p.parse_args(argv)
     if args.keep < 1:
         raise LacoError(f"--keep must be at least 1, got {args.keep}")
@@ -52,17 +54,15 @@ def main(argv: list[str]) -> int:
         raise LacoError(f"baseline is not a run directory (no run.json): {args.baseline}")
     earlier = nightly_runs(runs_dir, args.profile)
     baseline = Path(args.baseline) if args.baseline else (earlier[-1] if earlier else None)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run = runs_dir / f"{PREFIX}{args.profile}-{stamp}"
-    for n in range(2, 100):  # two nightlies in one second (a test, a rerun): never the same folder
-        if not run.exists():
-            break
-        run = runs_dir / f"{PREFIX}{args.profile}-{stamp}-{n}"
-    bench = ["bench", "--profile", args.profile, "--out", str(run)] + (["--data-dir", args.data_dir] if args.data_dir else [])
-    bench_code = laco(bench + (["--quiet"] if args.quiet else []))
-    if bench_code == 2:
-        return 2
-    laco(["report", str(run), "--out", args.reports])
+    run = new_run_folder(runs_dir, args.profile)
+    with lock.writing(run, "laco nightly"):  # the inner bench and report pass: this process holds it
+        bench = ["bench", "--profile", args.profile, "--out", str(run)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+        bench_code = laco(bench + (["--quiet"] if args.quiet else []) + (["--no-results-cache"] if args.no_results_cache else []))
+        if bench_code == 2:
+            if not any(run.glob("results/*/*.json")):  # refused before any result: leave no run folder
+                shutil.rmtree(run, ignore_errors=True)
+            return 2
+        laco(["report", str(run), "--out", args.reports])
     code = bench_code
     if baseline is None:
         print(f"nightly: no earlier nightly run of {args.profile} under {runs_dir}: nothing to compare with yet")
@@ -72,9 +72,24 @@ def main(argv: list[str]) -> int:
     return code
 
 
+def new_run_folder(runs_dir: Path, profile: str) -> Path:
+    """A dated folder this process creates: two nightlies started in one second never share one."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 100):
+        run = runs_dir / (f"{PREFIX}{profile}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+    raise LacoError(f"no free nightly run folder under {runs_dir} for {stamp}")
+
+
 def prune_old(runs_dir: Path, profile: str, keep: int, protect: Path | None) -> list[Path]:
     runs = sorted(runs_dir.glob(f"{PREFIX}{profile}-*"))
     doomed = [r for r in runs[:-keep] if protect is None or r.resolve() != protect.resolve()]
+    doomed = [r for r in doomed if not lock.busy(r)]  # never a run another process writes or reads
     for r in doomed:
         shutil.rmtree(r, ignore_errors=True)
     return doomed

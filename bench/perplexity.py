@@ -5,7 +5,12 @@
    predicted token of the first `n_windows` windows). Written here because no library ships
    this fixed-window loop; it is a dozen lines.
 2. `lm_eval_wikitext` — lm-eval's `wikitext` task (document-level rolling log-likelihood,
-   word perplexity), through the same path as accuracy.
+   word perplexity), through the same path as accuracy. Its windows are `lm_eval_max_length`
+   tokens, by default the protocol's window: the model's whole context would ask for batch ×
+   context × vocabulary logits (`bench.budget`).
+
+The two are parts of one result (`bench.parts`): one that fails leaves the other kept, and a resume
+measures only the missing one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.parts import Parts
 from bench.subject import Outcome, model_device
 from laco.provenance import file_sha256
 
@@ -40,7 +46,7 @@ def settings(ctx) -> dict:
     if p.lm_eval_wikitext:
         prepared = ctx.tasks()
         out["lm_eval_wikitext"] = {
-            "limit": p.lm_eval_limit, "max_length": p.lm_eval_max_length, "lm_eval": metadata.version("lm_eval"),
+            "limit": p.lm_eval_limit, "max_length": p.lm_eval_max_length or p.window, "lm_eval": metadata.version("lm_eval"),
             "data": prepared.data.get("wikitext"), "not_available": prepared.not_available.get("wikitext"),
             "batch_size": ctx.profile.accuracy.batch_size, "seed": ctx.profile.seed,
         }
@@ -48,18 +54,28 @@ def settings(ctx) -> dict:
 
 
 def measure(subject, settings: dict, ctx) -> Outcome:
+    parts = Parts(subject, "perplexity", ctx)
+    own = {k: v for k, v in settings.items() if k != "lm_eval_wikitext"}
+    values = {"windows": parts.get("windows", own, lambda: windows_part(subject, settings, ctx), lambda v: v["windows"]),
+              "lm_eval_wikitext": None}
+    lm = settings.get("lm_eval_wikitext")
+    if lm and lm["not_available"]:
+        values["lm_eval_wikitext_not_available"] = lm["not_available"]
+    elif lm:
+        model_side = {**lm, "dtype": settings["dtype"], "device": settings["device"]}
+        values["lm_eval_wikitext"] = parts.get("lm_eval_wikitext", model_side,
+                                               lambda: lm_eval_wikitext(subject, lm, settings, ctx),
+                                               lambda v: v["lm_eval_wikitext"])
+    return parts.outcome(values)
+
+
+def windows_part(subject, settings: dict, ctx) -> dict:
     text = wikitext_test(settings["source"])
     model, tokenizer = subject.model_and_tokenizer()
     windows = window_perplexity(model, tokenizer, text, settings["window"], settings["n_windows"],
                                 settings["batch_size"], progress=ctx.progress)
     windows["dataset"] = settings["dataset"]
-    values = {"windows": windows, "lm_eval_wikitext": None}
-    lm = settings.get("lm_eval_wikitext")
-    if lm and lm["not_available"]:
-        values["lm_eval_wikitext_not_available"] = lm["not_available"]
-    elif lm:
-        values["lm_eval_wikitext"] = lm_eval_wikitext(subject, lm, settings, ctx)
-    return Outcome("ok", None, values)
+    return windows
 
 
 def wikitext_test(source: str) -> str:

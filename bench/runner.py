@@ -9,8 +9,14 @@ files, so two models with identical weights are seen as such, and a result is re
 same model, settings and code (bench.store).
 
 Failure leaves nothing stale: a failed prune removes that label's record, weights and results; a
-failed measurement replaces the earlier result with a "failed" record. A process killed at any
-point loses at most the measurement in flight (bench.store), and the next run cleans up after it.
+failed measurement replaces the earlier result with a "failed" record. A measurement made of parts
+keeps the parts that succeeded (bench.parts). A process killed at any point loses at most the
+measurement in flight (bench.store), and the next run cleans up after it.
+
+Results measured once are reused across run folders from the shared result cache
+(bench.results_cache): whole results of the per-model measurements in WHOLE_CACHED, the parts of
+perplexity and accuracy item by item; never the interleaved timings of the phases. run.json counts
+the run's hits and misses.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from pathlib import Path
 
 from bench.context import RunContext
 from bench.dtype import settle_dtype
+from bench.parts import cache_model, failed_parts, origin
 from bench.profile import MethodSettings, Profile
 from bench.pruned import pruned_subject
+from bench.results_cache import ResultsCache, cache_folder
 from bench.rounds import measure_phase
-from bench.store import RunStore, now, settings_hash
+from bench.store import RunStore, code_key, now, settings_hash
 from bench.subject import Outcome, Subject, dense_folder
 from laco import LacoError
 from laco.faults import kill_point
@@ -44,24 +52,29 @@ MODULES = {
 }
 # measured for all models together, in interleaved rounds (bench.rounds), after every model is pruned
 PHASED = ("pruning_time", "throughput_hf", "throughput_vllm")
+WHOLE_CACHED = ("memory", "flops")  # reused whole from the shared cache; perplexity and accuracy by part
 
 
 def run_profile(profile_name: str, profile: Profile, out: str | Path, *, data_dir: str | None = None,
                 progress: bool = True, on_result: Callable[[dict], None] | None = None,
-                reuse_other_code: bool = False) -> list[str]:
+                reuse_other_code: bool = False, results_cache: bool = True) -> list[str]:
     """Run (or resume) a profile into `out`; returns the measurements that failed (empty: all done).
 
     `on_result` is called with every result right after it is written (tests use it to stop a run
-    after its first result)."""
-    ctx = RunContext(profile, RunStore(out, reuse_other_code=reuse_other_code), data_dir, progress)
+    after its first result). `results_cache`: read and fill the shared result cache."""
+    cache = ResultsCache(cache_folder(), code_key(), reuse_other_code=reuse_other_code) if results_cache else None
+    ctx = RunContext(profile, RunStore(out, reuse_other_code=reuse_other_code), data_dir, progress, cache)
     source = check_up_front(ctx)
     ctx.store.start(profile_name, profile.model_dump(), data_dir=data_dir, seed=profile.seed, device=profile.model.device)
-    with Run(ctx, on_result) as run:
-        subjects = [run.dense(source)]
-        for method in profile.methods:
-            subjects += run.pruned(method)
-        for name in PHASED:
-            run.phase(name, subjects)
+    try:
+        with Run(ctx, on_result) as run:
+            subjects = [run.dense(source)]
+            for method in profile.methods:
+                subjects += run.pruned(method)
+            for name in PHASED:
+                run.phase(name, subjects)
+    finally:
+        ctx.store.count_cache(cache.root if cache else None, cache.counts if cache else {})
     if not run.failures:
         ctx.store.finish()
     return run.failures
@@ -155,14 +168,29 @@ class Run:
             settings = module.settings(self.ctx)
             digest = settings_hash(settings)
             if not self.ctx.store.is_fresh(subject.key, name, subject.fingerprint, digest):
-                started, t0 = now(), time.perf_counter()
-                outcome = self.attempt(f"{subject.key}/{name}", lambda: module.measure(subject, settings, self.ctx),
-                                       show=True)
-                kill_point("bench:measuring")
-                self.write(result_doc(subject, name, settings, digest, outcome, self.ctx, started,
-                                      time.perf_counter() - t0))
-                kill_point("bench:written")
+                self.measure_one(subject, name, module, settings, digest)
             self.bar.update()
+
+    def measure_one(self, subject: Subject, name: str, module, settings: dict, digest: str) -> None:
+        """One measurement: from the shared cache when it has it whole, else measured; written."""
+        cache = self.ctx.results_cache if name in WHOLE_CACHED else None
+        model = cache_model(self.ctx, subject) if cache else None
+        hit = cache.get(name, model, digest) if cache else None
+        started, t0 = now(), time.perf_counter()
+        outcome = Outcome("ok", None, hit["values"]) if hit else self.attempt(
+            f"{subject.key}/{name}", lambda: module.measure(subject, settings, self.ctx), show=True)
+        kill_point("bench:measuring")
+        for part, reason in failed_parts(outcome.values).items():
+            self.failures.append(f"{subject.key}/{name}/{part}: {reason}")
+            self.bar.write(f"FAILED {subject.key}/{name}/{part}: {reason} (its other parts are kept)")
+        seconds = time.perf_counter() - t0
+        doc = result_doc(subject, name, settings, digest, outcome, self.ctx, started, seconds)
+        if hit:
+            doc["provenance"]["reused_from"] = hit["origin"]
+        self.write(doc)
+        if cache and not hit and outcome.status == "ok":
+            cache.put(name, model, digest, outcome.values, origin(self.ctx, started, seconds))
+        kill_point("bench:written")
 
     def phase(self, name: str, subjects: list[Subject]) -> None:
         """Time every model taking `name` together (bench.rounds) and write one result per model, all

@@ -10,7 +10,9 @@ it), the measurement's settings, and the code that measured it (`laco.provenance
 the library versions). It is reused on a re-run only when all of these match and its status is "ok";
 a result of other code is re-measured unless the caller allows reuse explicitly, and the report marks
 it. A failed measurement replaces the previous file of that (model, measurement) with a "failed"
-record, so no later step can read a number the current code did not produce.
+record, so no later step can read a number the current code did not produce; a measurement made of
+parts keeps those that succeeded (bench.parts). A result taken from the shared result cache
+(bench.results_cache) says so in `provenance.reused_from`: {run_id, run_path, measured_at, seconds}.
 
 Every file is renamed into place only when complete (laco.atomic), so a process killed at any point loses at most
 the measurement that was in flight; the temporary files such a kill leaves are removed when the run
@@ -87,6 +89,14 @@ class RunStore:
         atomic.write_json(self.root / "run.json", run)
         return run
 
+    def count_cache(self, folder: Path | None, counts: dict) -> None:
+        """Add this invocation's use of the shared result cache to run.json (a resume adds its own)."""
+        run = read_json(self.root / "run.json") or {}
+        old = run.get("results_cache") or {}
+        run["results_cache"] = {"folder": str(folder) if folder else None,
+                                **{k: (old.get(k) or 0) + v for k, v in counts.items()}}
+        atomic.write_json(self.root / "run.json", run)
+
     def finish(self) -> None:
         run = read_json(self.root / "run.json") or {}
         run["finished"] = now()
@@ -127,14 +137,15 @@ class RunStore:
         return read_json(self.result_path(key, measurement))
 
     def is_fresh(self, key: str, measurement: str, model_fingerprint: str, settings_digest: str) -> bool:
-        """True when the stored result is "ok", of the same model, with the same settings, and measured
-        by the same code (or by other code, when the run allows reusing it)."""
+        """True when the stored result is "ok" with no failed part (bench.parts), of the same model, with
+        the same settings, and measured by the same code (or by other code, when the run allows reusing it)."""
         doc = self.read_result(key, measurement)
         return bool(
             doc
             and doc.get("model_fingerprint") == model_fingerprint
             and doc.get("settings_hash") == settings_digest
             and doc.get("status") == "ok"
+            and not any(p.get("status") != "ok" for p in ((doc.get("values") or {}).get("parts") or {}).values())
             and (self.reuse_other_code or same_code(doc.get("code"), code_key()))
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.lock import reading
 from laco import atomic
 from laco.cli import ArgumentParser
 from suites.claims import load_claims
@@ -20,15 +21,18 @@ def _claims_arg(p: argparse.ArgumentParser) -> None:
 
 
 def report_main(argv: list[str]) -> int:
-    from suites.report import write_report
-
     p = ArgumentParser(prog="laco report", description="Write reports/<run-id>.md and its PNG plots.")
     p.add_argument("run", help="run directory written by `laco bench` (runs/ID)")
     p.add_argument("--out", default="reports", help="folder for <run-id>.md and <run-id>/*.png (default: reports)")
+    p.add_argument("--wait", action="store_true", help="wait for a run being written (by laco bench) to be done; "
+                   "by default such a run is refused")
     _claims_arg(p)
     args = p.parse_args(argv)
-    run, claims = load_run(args.run), load_claims(args.claims)
-    print(f"report: {write_report(run, claims, args.out)}")
+    with reading(args.run, "laco report", wait=args.wait):  # never a run another process is writing
+        from suites.report import write_report
+
+        claims = load_claims(args.claims)
+        print(f"report: {write_report(load_run(args.run), claims, args.out)}")
     return 0
 
 

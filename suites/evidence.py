@@ -11,6 +11,11 @@ per-round timings (throughput) and repeated pruning timings; so is the config.js
 model's weights. Two models are compared on items only when both were scored on the same documents;
 otherwise the comparison is not measured, and says why. Everything here only reads; the figures are
 computed in `suites.figures`, judged in `suites.verdicts`.
+
+A measurement made of parts (perplexity: windows and lm-eval's word perplexity; accuracy: one part
+per task) records each in `values.parts` ({part: {status, reason, ...}}) and stays "ok" while one
+part succeeded: what needs only the kept parts is judged, what needs a failed one is not measured,
+with that part's reason (an accuracy average needs every task of the profile).
 """
 
 from __future__ import annotations
@@ -50,6 +55,12 @@ class Measurement:
     @property
     def seconds(self) -> float | None:
         return self.provenance.get("seconds")
+
+    @property
+    def failed_parts(self) -> dict[str, str]:
+        """{part: reason} of the parts that failed (bench.parts); empty for a whole result."""
+        return {name: p.get("reason") or "no reason given" for name, p in (self.values.get("parts") or {}).items()
+                if p.get("status") != "ok"}
 
 
 @dataclass
@@ -234,7 +245,13 @@ def task_items(run: Run, key: str) -> dict[str, TaskItems]:
 
 def paired_items(run: Run, keys: list[str], tasks: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """{task: {key: outcomes, ..., "chance": per-item chance}} over the tasks every model has, checking
-    that every model was scored on the same documents of each task (same ids, same document hashes)."""
+    that every model was scored on the same documents of each task (same ids, same document hashes).
+    Over all tasks (`tasks` None) every model must have every task it asked for: an average over the
+    tasks that happened not to fail would be another figure."""
+    for k in keys:
+        failed = {t: why for t, why in run.need(k, "accuracy").failed_parts.items() if tasks is None or t in tasks}
+        if failed:
+            raise NotMeasured(f"{k}: accuracy of {', '.join(f'{t} failed ({why})' for t, why in failed.items())}")
     per_model = {k: task_items(run, k) for k in keys}
     common = [t for t in next(iter(per_model.values())) if all(t in items for items in per_model.values())]
     if tasks is not None:
@@ -303,7 +320,10 @@ def _data_file_lines(run: Run, task: str) -> int | None:
 
 def windows(run: Run, key: str) -> dict:
     """The windowed perplexity result of a model; NotMeasured without per-window NLL."""
-    w = run.need(key, "perplexity").values.get("windows") or {}
+    m = run.need(key, "perplexity")
+    if "windows" in m.failed_parts:
+        raise NotMeasured(f"{key}: perplexity windows failed ({m.failed_parts['windows']})")
+    w = m.values.get("windows") or {}
     if not w.get("nll"):
         raise NotMeasured(f"{key}: the perplexity result keeps no per-window NLL (measured by older code)")
     return w

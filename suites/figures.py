@@ -83,9 +83,11 @@ class Figures:
         return st.bootstrap_tasks(items, statistic, self.resamples, self.seed)
 
     # -- accuracy ---------------------------------------------------------------------------------
-    def paired(self, *keys: str) -> dict[str, dict[str, np.ndarray]]:
-        """{task: {key: outcomes, ..., "chance": ...}} on the items every model answered (evidence.paired_items)."""
-        return self._once(("items", keys), lambda: ev.paired_items(self.run, list(keys)))
+    def paired(self, *keys: str, task: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """{task: {key: outcomes, ..., "chance": ...}} on the items every model answered (evidence.paired_items),
+        over every task, or over one (which another task's failure leaves judged)."""
+        tasks = None if task is None else [task]
+        return self._once(("items", keys, task), lambda: ev.paired_items(self.run, list(keys), tasks))
 
     def average(self, key: str, tasks: list[str] | None = None, of: str = "score") -> float | None:
         """A model's mean score (or `of="chance_level"`) over `tasks` (default: its own), None when it
@@ -149,7 +151,7 @@ class Figures:
     def task_retention(self, key: str, task: str) -> st.Interval:
         """Score / dense score on one benchmark."""
         def compute() -> st.Interval:
-            one = {task: self.paired(key, DENSE)[task]}
+            one = {task: self.paired(key, DENSE, task=task)[task]}
             return self._bootstrap(one, lambda m: st.safe_ratio(m[task][key], m[task][DENSE]))
 
         return self._once(("task retention", key, task), compute)
@@ -157,7 +159,7 @@ class Figures:
     def margin(self, key: str, task: str | None = None) -> st.Interval:
         """Score − chance on the items the model shares with dense: the average over benchmarks, or one."""
         def compute() -> st.Interval:
-            items = self.paired(*dict.fromkeys((key, DENSE)))
+            items = self.paired(*dict.fromkeys((key, DENSE)), task=task)
             if task is not None:
                 items = {task: items[task]}
             return self._bootstrap(items, lambda m: st.task_average(m, key) - st.task_average(m, "chance"))

@@ -152,3 +152,10 @@ def data_dir() -> Path:
     if not (path / "MANIFEST.md").is_file():
         pytest.skip(f"evaluation data not found at {path} (set LACO_DATA_DIR)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def own_results_cache(tmp_path_factory, monkeypatch):
+    """Every test starts with an empty shared result cache of its own (bench.results_cache), never the
+    user's; the processes a test starts inherit it."""
+    monkeypatch.setenv("LACO_RESULTS_CACHE", str(tmp_path_factory.mktemp("results-cache")))

@@ -237,7 +237,58 @@ ROWS = [
         r"distill needs a `laco prune` output"),
 ]
 ROWS.append(Bad("gate-unknown-flag", ["gate", "{ws}/empty", "--clams", "x"], r"unrecognized arguments: --clams"))
+
+
+# -- the run folder: one writer, and no setting that cannot fit in memory (bench.lock, bench.budget) ----
+
+HOLDERS: list[subprocess.Popen] = []  # processes holding a row's run folder, stopped after the row
+
+
+def run_with_results(tmp: Path) -> Path:
+    """A run folder that already holds a result: a refusal must leave it as it was."""
+    run = tmp / "run"
+    (run / "results" / "dense").mkdir(parents=True)
+    (run / "run.json").write_text('{"profile_name": "quick", "finished": null}\n')
+    (run / "results" / "dense" / "perplexity.json").write_text('{"status": "ok", "values": {"windows": {"ppl": 3.0}}}\n')
+    return run
+
+
+def held_by_another_process(tmp: Path, monkeypatch) -> None:
+    from test_run_lock import hold
+
+    HOLDERS.append(hold(run_with_results(tmp), "writing", 120))
+
+
+def results_before(tmp: Path, monkeypatch) -> None:
+    run_with_results(tmp)
+
+
+HELD = r"run folder run is (in use|being written) by pid \d+ on host \S+ since \S+ \(holder\); "
+ROWS += [
+    Bad("second-writer", bench("{ws}/quick.toml"), HELD + r"laco bench stops \(pass --wait to wait for it\)",
+        process=True, prepare=held_by_another_process),
+    Bad("report-of-a-run-being-written", ["report", "run", "--out", "reports"],
+        HELD + r"laco report does not read a run in progress \(pass --wait to wait for it\)", prepare=held_by_another_process),
+    Bad("over-memory-setting", bench("{ws}/huge.toml"),
+        r"perplexity\.lm_eval_max_length needs about 1\.31e\+05 GiB of memory \(lm-eval word perplexity, 8 × 1048576 tokens: "
+        r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+    Bad("over-memory-accuracy", bench("{ws}/huge-accuracy.toml"),
+        r"accuracy\.max_length needs about 1\.31e\+05 GiB of memory \(lm-eval, 8 requests of up to 1048576 tokens: "
+        r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+    Bad("over-memory-generation", bench("{ws}/huge-generation.toml"),
+        r"throughput\.input_len needs about 1\.64e\+04 GiB of memory \(1 × \(1048576 \+ 8\) tokens: .*KV cache .*\), "
+        r"more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+]
 PARAMS = [pytest.param(row, id=row.id) for row in ROWS]
+
+
+@pytest.fixture(autouse=True)
+def stop_holders():
+    yield
+    while HOLDERS:
+        holder = HOLDERS.pop()
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +331,13 @@ def ws(tmp_path_factory) -> Path:
     (ws / "not-registered.toml").write_text(quick + '[[methods]]\nname = "lacoo"\n')
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
     (ws / "missing-model.toml").write_text(QUICK_PROFILE.format(spec=ws / "no-such-model"))
+    # weights that a load would refuse: the refusal comes before any model loads
+    (ws / "huge.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
+        "lm_eval_wikitext = false", "lm_eval_max_length = 1048576"))
+    (ws / "huge-accuracy.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
+        '["perplexity"]', '["accuracy"]') + "[accuracy]\nmax_length = 1048576\n[accuracy.tasks]\npiqa = { limit = 1 }\n")
+    (ws / "huge-generation.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
+        '["perplexity"]', '["throughput_hf"]') + "[throughput]\nbatch_size = 1\ninput_len = 1048576\noutput_len = 8\n")
     claims = resources.files("suites").joinpath("claims", "laco.toml").read_text(encoding="utf-8")
     assert "\nstatement =" in claims
     (ws / "claims-typo.toml").write_text(claims.replace("\nstatement =", "\nstatment =", 1))
@@ -333,9 +391,34 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(row: Bad, ws, tmp_path
                 path.chmod(0o755)
     lines = err.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err[-3000:]}"
-    command = argv[0] if argv[0] in ("prune", "post-train", "bench", "gate", "compare") else None
+    command = argv[0] if argv[0] in ("prune", "post-train", "bench", "gate", "compare", "report") else None
     assert lines[0].startswith(f"laco {command}: error: " if command else "laco: error: "), lines[0]
     assert re.search(row.message, lines[0]), f"{lines[0]!r} does not name what is wrong ({row.message!r})"
     assert code == 2, f"exit code {code}: {lines[0]}"
     assert after == before, f"something was written: {lines[0]}"
     print(f"{row.id} | laco {' '.join(argv)} | {code} | {lines[0]}")
+
+
+def test_a_dead_writers_lock_is_taken_over_in_one_line_and_its_results_kept(ws, tmp_path, monkeypatch, capfd):
+    """Not a refusal: the lock of a writer that is gone (kill -9 leaves lock.json and .lock behind) is
+    taken over, said in one line, and the run resumes without measuring again what it has."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    argv = bench(f"{ws}/quick.toml", "--data-dir", str(DATA_DIR))
+    if not (DATA_DIR / "MANIFEST.md").is_file():
+        pytest.skip(f"evaluation data not found at {DATA_DIR} (set LACO_DATA_DIR)")
+    assert main(argv) == 0
+    result = tmp_path / "run" / "results" / "dense" / "perplexity.json"
+    kept = result.read_bytes()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "run" / ".lock").touch()
+    (tmp_path / "run" / "lock.json").write_text(json.dumps({"pid": int(gone.stdout), "host": os.uname().nodename,
+                                                            "started": "2026-01-01T00:00:00+00:00", "command": "laco bench"}))
+    capfd.readouterr()
+    assert main(argv) == 0
+    lines = [line for line in capfd.readouterr().err.splitlines() if "lock" in line]
+    assert lines == [f"laco bench: taking over the lock of run from pid {int(gone.stdout)} on host {os.uname().nodename} "
+                     "since 2026-01-01T00:00:00+00:00 (laco bench): that process is gone"]
+    assert result.read_bytes() == kept and not (tmp_path / "run" / "lock.json").exists()
+    print(f"stale-lock | laco {' '.join(argv)} | 0 | {lines[0]}")

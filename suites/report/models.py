@@ -72,7 +72,24 @@ def time_section(run: Run) -> str:
                       "Wall seconds of each measurement (pruning time: the repeated timings; throughput: the model's share "
                       "of the interleaved phase, its engine start included). Pruning itself and model loading are not "
                       "listed.", "",
-                      table(rows, ["model", *names, "total"])])
+                      table(rows, ["model", *names, "total"]), *reused_note(run)])
+
+
+def reused_note(run: Run) -> list[str]:
+    """The figures this run took from the shared result cache, each with the run that measured it."""
+    found = []
+    for key, results in run.results.items():
+        for name, m in results.items():
+            if m.provenance.get("reused_from"):
+                found.append(f"{key} {name} from {m.provenance['reused_from'].get('run_id')}")
+            for part, p in (m.values.get("parts") or {}).items():
+                if p.get("reused_from"):
+                    found.append(f"{key} {name} {part} from {p['reused_from'].get('run_id')}")
+                if p.get("items_reused"):
+                    found.append(f"{key} {part}: {p['items_reused']} of {p['items_reused'] + p.get('items_scored', 0)} "
+                                 f"items from {', '.join(p.get('items_reused_from') or ['?'])}")
+    return ["", "Reused from the shared result cache (their seconds above are this run's, near 0): "
+            + "; ".join(found) + "."] if found else []
 
 
 def code_section(run: Run) -> str:
