@@ -67,6 +67,10 @@ def find_runs(paths: list[str]) -> list[Run]:
     if not found:
         raise LacoError(f"no run (a folder with run.json) in {', '.join(paths)}")
     runs = [load_run(p) for p in dict.fromkeys(p.resolve() for p in found)]
+    ids = [r.id for r in runs]
+    doubled = sorted({i for i in ids if ids.count(i) > 1})
+    if doubled:
+        raise LacoError(f"two runs share the name {doubled[0]!r}: a history tells runs apart by their folder names")
     return sorted(runs, key=lambda r: (r.meta.get("started") or "", r.id))
 
 

@@ -21,6 +21,7 @@ from suites.evidence import load_run
 from suites.markdown import compact_table, table
 from suites.report import render
 from suites.report.models import target_text
+from suites.outcomes import Verdict
 from suites.verdicts import Judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,3 +290,31 @@ def test_plots_give_every_series_its_own_style_and_keep_legends_inside_the_image
     path = retention_plot(many, tmp_path / "r.png")
     width, height = Image.open(path).size
     assert height > 4.2 * 110  # cut to what it draws: the legend below the axes is inside the image
+
+
+def test_what_the_verdicts_add_is_shown_where_it_is_given(tmp_path):
+    """The verdicts' Holm levels, coverage below 95%, equivalence, left-out benchmarks and items to decide
+    (set here by hand on the judged verdicts) appear in the first screen and the verdicts in full."""
+    run, claims = load_run(write_run(tmp_path / "r", good_models())), load_claims()
+    verdicts = Judge(run, claims).all()
+    by = {(v.claim.id, v.subject): v for v in verdicts}
+    several = by[("laco-ppl-below-baselines", "laco")]
+    several.family_level = 0.05
+    for row, level in zip(several.rows, (0.025, 0.05)):
+        row.adjusted_level = level
+    by[("laco-throughput-vs-dense", "laco")].rows[0].coverage = 0.83
+    equal = by[("laco-memory-below-baselines", "laco")]
+    equal.rows[0].status = equal.rows[1].status = "equal (within margin)"
+    equal.__class__ = type("EqualVerdict", (Verdict,), {"status": "equal (within margin)"})  # as outcomes will decide
+    retention = by[("laco-avg-retention", "laco")]
+    retention.left_out = ["boolq: dense not above chance"]
+    retention.rows[0].items_needed = {"piqa": "not decidable on this benchmark (200 available)", "boolq": 410}
+    text, _ = render(run, claims, verdicts)
+    first = first_screen(text)
+    assert "family-wise level of 5% (Holm)" in first
+    assert re.search(r"llm-pruner: 31\.50 vs 44\.00: ×[0-9.]+ \[[0-9., ]+\] \(level 0\.025\); slicegpt: .* \(level 0\.05\)",
+                     first)
+    assert re.search(r"×1\.21 \[1\.\d+, 1\.\d+\] \(~83% coverage\)", first)
+    assert verdict_of(text, "laco-memory-below-baselines", "laco").startswith("= equal (within margin)")
+    assert "Left out: boolq: dense not above chance (laco-avg-retention)." in first
+    assert "items to decide: piqa not decidable on this benchmark (200 available), boolq 410" in text
