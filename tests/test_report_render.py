@@ -270,13 +270,17 @@ def shaped_models(profile: str) -> dict:
     entries = tomllib.loads((ROOT / "bench" / "profiles" / f"{profile}.toml").read_text())["methods"]
     good = good_models()
     models = {"dense": {k: good["dense"][k] for k in ("accuracy", "ppl", "weights")}}
+    points = {}
+    for entry in entries:  # a matched model's point is its match's (bench.profile.default_point)
+        label, target = entry.get("label", entry["name"]), str(entry.get("target", ""))
+        points[label] = entry.get("point") or points.get(target.removeprefix("match:")) or label
     for i, entry in enumerate(entries):
         label, method = entry.get("label", entry["name"]), entry["name"]
         ratio = (0.263, 0.289, 0.316, 0.342)[i % 4]
         trace = laco_record(30, LACO_STEPS * 3, 0.65, 4.0) if method == "laco" else None
         models[label] = {"method": method, "record": model_record(method, ratio, 4.0, trace), "ppl": 31.5 + i,
                          "accuracy": {t: s - 0.01 * (i % 5) for t, s in good["laco"]["accuracy"].items()},
-                         "weights": f"w-{label}", "point": entry.get("point", label), "paper": entry.get("paper")}
+                         "weights": f"w-{label}", "point": points[label], "paper": entry.get("paper")}
     return models
 
 
