@@ -284,16 +284,75 @@ def shaped_models(profile: str) -> dict:
     return models
 
 
-def test_plots_give_every_series_its_own_style_and_keep_legends_inside_the_image(tmp_path):
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures the plots save, kept open and drawn, with the size of the PNG each became."""
     from PIL import Image
 
-    from suites.plots import retention_plot, styles
+    import suites.plots
 
-    assert len(set(styles(18))) == 18 and len({c for c, _ in styles(10)}) == 10  # 10 distinct colours first
-    many = {f"model-{i}": {"arc_easy": 0.5 + i / 100, "piqa": 0.7} for i in range(18)}
-    path = retention_plot(many, tmp_path / "r.png")
-    width, height = Image.open(path).size
-    assert height > 4.2 * 110  # cut to what it draws: the legend below the axes is inside the image
+    figures, save = [], suites.plots.save
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        extents = {"legends": [leg.get_window_extent() for leg in fig.legends + [a.get_legend() for a in fig.axes]
+                               if leg is not None], "axes": [a.get_window_extent() for a in fig.axes]}
+        figures.append((fig, extents))
+        monkeypatch.setattr(suites.plots.plt, "close", lambda f: None)
+        save(fig, path)
+        extents["png"] = Image.open(path).size
+        return path
+
+    monkeypatch.setattr(suites.plots, "save", keep)
+    return figures
+
+
+def test_similarity_gives_each_of_18_searches_its_own_colour_and_line(tmp_path, drawn):
+    from suites.plots import similarity_plot
+
+    steps = [{"pointer": p, "similarity": 0.9 - p / 100, "accepted": p % 2 == 0} for p in range(20, 10, -1)]
+    similarity_plot({f"laco-{i}": {"config": {"T": 0.8}, "steps": steps} for i in range(18)}, tmp_path / "s.png")
+    (fig, extents), = drawn
+    series = [(tuple(line.get_color()), line.get_linestyle()) for line in fig.axes[0].get_lines()
+              if line.get_label().startswith("laco-")]
+    assert len(series) == 18 and len(set(series)) == 18
+    assert len({color for color, _ in series[:10]}) == 10  # the first ten differ by colour alone
+
+
+def test_the_retention_legend_of_18_models_lies_inside_the_image(tmp_path, drawn):
+    """The legend stands below the axes, outside the 4.2-inch figure; the PNG is cut to hold it whole."""
+    from suites.plots import retention_plot
+
+    retention_plot({f"model-{i}": {"arc_easy": 0.5 + i / 100, "piqa": 0.7} for i in range(18)}, tmp_path / "r.png")
+    (fig, extents), = drawn
+    legend, axes = extents["legends"][0], extents["axes"][0]
+    assert len(fig.axes[0].get_legend().get_texts()) == 18
+    assert legend.y0 < 0  # below the figure's own canvas: a plain savefig would clip it
+    width, height = extents["png"]
+    assert height >= axes.y1 - legend.y0 and width >= legend.width
+
+
+def test_ratio_plot_draws_the_papers_points_only_beside_ours_not_chance_normalised(tmp_path, drawn):
+    """The paper's Table 7 points are Avg. / dense Avg. without chance normalisation: they stand in the panel of
+    our score kept by that same formula, never on the above-chance axis."""
+    from suites.plots import ratio_curve_plot
+    from suites.statistics import Interval
+
+    curves = {"laco": [{"ratio": r, "kept": k, "retention": Interval(k - 0.2, k - 0.3, k - 0.1), "ppl": Interval(2, 1.5, 3)}
+                       for r, k in ((0.25, 0.9), (0.30, 0.8))]}
+    paper = {"Llama2-7B": [(0.2755, 0.8215), (0.3, 0.75)]}
+    ratio_curve_plot(curves, paper, tmp_path / "ratio.png")
+    (fig, _), = drawn
+    by_label = {ax.get_ylabel(): ax for ax in fig.axes}
+    kept, above = by_label["Avg. / dense Avg. (%)"], by_label["(avg − chance) / (dense avg − chance) (%)"]
+    papers = [line for line in kept.get_lines() if line.get_label() == "paper Table 7, Llama2-7B"]
+    assert len(papers) == 1
+    assert list(papers[0].get_xdata()) == pytest.approx([27.55, 30.0])
+    assert list(papers[0].get_ydata()) == pytest.approx([82.15, 75.0])
+    ours = next(line for line in kept.get_lines() if line.get_label() == "laco")
+    assert list(ours.get_ydata()) == pytest.approx([90.0, 80.0])
+    assert not [line for ax in fig.axes if ax is not kept for line in ax.get_lines() if "paper" in line.get_label()]
+    assert "not chance-normalised" in kept.get_title() and "above chance" in above.get_title()
 
 
 def test_what_the_verdicts_add_is_shown_where_it_is_given(tmp_path):
