@@ -257,12 +257,30 @@ def test_a_table_leaves_out_the_rows_and_columns_with_nothing_measured():
 def test_an_ablation_profile_renders_in_under_400_lines(tmp_path):
     """The shipped laco-ablations profile's 20 models (18 LaCo searches of about 20 steps, 270 verdicts), as
     the committed report ran them: perplexity and accuracy only."""
-    text, _ = render(load_run(write_run(tmp_path / "r", shaped_models("laco-ablations"), profile="laco-ablations",
-                                        settings={"measurements": ["perplexity", "accuracy"]})), load_claims())
+    models, claims = shaped_models("laco-ablations"), load_claims()
+    run = load_run(write_run(tmp_path / "r", models, profile="laco-ablations",
+                             settings={"measurements": ["perplexity", "accuracy"]}))
+    text, _ = render(run, claims)
     assert "of 270 verdicts" in text
     assert len(text.splitlines()) <= 400
-    assert len(first_screen(text).splitlines()) <= 80
+    first = first_screen(text)
+    assert len(first.splitlines()) <= 80
     assert "| -" not in text.split("## Compute, memory and throughput")[1].split("\n## ")[0]
+    # one line per variant with what it decided; what it left undecided only in the collapsed list
+    undecided: dict[str, list[str]] = {}
+    for v in Judge(run, claims).all():
+        if v.status == "INCONCLUSIVE":
+            undecided.setdefault(v.subject, []).append(v.claim.id)
+    variants = [label for label, spec in models.items() if spec.get("method") == "laco" and label != "laco"]
+    assert len(variants) == 17 and {"laco-c2", "laco-c6"} <= set(undecided)
+    full = text.split("## Verdicts in full")[1].split("</details>")[0]
+    for label in variants:
+        line, = re.findall(rf"^- \*\*{re.escape(label)}\*\* \(.*$", first, re.M)
+        assert "INCONCLUSIVE" not in line
+        if label in undecided:
+            assert line.endswith(f"; {len(undecided[label])} undecided (*Verdicts in full*)"), line
+            collapsed, = re.findall(rf"^- \*\*{re.escape(label)}\*\* \(.*$", full, re.M)
+            assert all(f"`{claim}`" in collapsed for claim in undecided[label]), collapsed
 
 
 def shaped_models(profile: str) -> dict:
