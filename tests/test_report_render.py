@@ -191,6 +191,8 @@ def test_labels_say_what_the_paper_printed_and_what_the_run_read(example):
     text, _ = example
     assert "LaCo 9894 vs Dense 13410 (Table 20 memory_mb" in text  # Table 20 prints its dense row as "Dense"
     assert "Dense*" not in first_screen(text)
+    starred = [section.splitlines()[0] for section in text.split("\n## ") if "Dense*" in section]
+    assert starred == ["Dense reproduction"]  # only Table 1 has a Dense* (the authors' reproduction) row
     assert "read 1 of wikitext-2's 62 test documents (`lm_eval_limit`)" in text
     assert "its ordering of methods can differ from the windowed one" in text
 
