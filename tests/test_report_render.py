@@ -250,6 +250,24 @@ def test_what_the_profile_does_not_measure_is_one_line_not_a_table(tmp_path):
     assert "failed to measure" not in first_screen(text)
 
 
+def test_what_a_profile_meant_to_measure_and_did_not_is_a_failure_to_measure(tmp_path):
+    """The same results missing from a profile that measures everything: the headline and its gate count them
+    as failed to measure, none as skipped by design."""
+    models = good_models()
+    for spec in models.values():
+        spec.pop("vllm", None)
+        spec["omit"] = ["memory", "flops", "throughput_hf", "pruning_time"]
+    run, claims = load_run(write_run(tmp_path / "r", models)), load_claims()
+    text, _ = render(run, claims)
+    unmeasured = [v for v in Judge(run, claims).all() if v.status == "not measured"]
+    gated = [v for v in unmeasured if v.claim.gated_for(run.profile_name)]
+    assert len(unmeasured) >= 5 and gated  # memory, speed, pruning time, vLLM; laco-memory-below-dense is gated
+    headline = next(line for line in first_screen(text).splitlines() if "verdicts. Release gate" in line)
+    assert re.search(rf" · {len(unmeasured)} failed to measure(\*\*| · )", headline), headline
+    assert re.search(rf"\(gated: [^)]*{len(gated)} failed to measure\)", headline), headline
+    assert "design" not in headline
+
+
 def test_a_table_leaves_out_the_rows_and_columns_with_nothing_measured():
     text, dropped, empty = compact_table([["a", "1", "-"], ["b", "-", "-"], ["c", "2", ""]], ["model", "x", "y"])
     assert dropped == ["y"] and empty == 1
