@@ -26,6 +26,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.probe import measure as machine_probe
 from laco import atomic
 from laco.provenance import code_identity, device_info, fingerprint, library_versions
 
@@ -83,6 +84,7 @@ class RunStore:
             "reuse_other_code": self.reuse_other_code,
             "libraries": library_versions(),
             "device": device_info(device),
+            "probe": machine_probe(device),  # this machine's speed now: compare/history normalise rates by it
             "seed": seed,
             "data_dir": data_dir,
         }

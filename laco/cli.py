@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("suites.commands:report_main", "write reports/<run-id>.md (+ PNG plots) from a bench run"),
     "compare": ("suites.commands:compare_main", "run B vs run A, paired; exit 1 on a regression"),
     "gate": ("suites.commands:gate_main", "release gate of a run; exit 1 unless every gated claim passes"),
+    "history": ("suites.commands:history_main", "each gated figure across runs (markdown + PNGs), regressions marked"),
     "baselines-compare": ("bench.baselines_compare:main", "LaCo and every baseline at LaCo's ratio: ratio, PPL, time"),
     "bench": ("bench.cli:bench_main", "measure dense and pruned models of a profile into a resumable run directory"),
     "nightly": ("bench.nightly:main", "bench into a fresh dated run, report it, compare with the last one"),

@@ -18,10 +18,11 @@ never measures.
     verdicts.py    the judge: one function per claim kind (KINDS) and per compared metric (ROWS)
     checks.py      what must hold whatever the model (same items, identical weights alike, dense above chance)
     markdown.py    pipe tables, verdict marks, number formatting
-    report/        the markdown report and its plots (a formatter; its sections in four modules)
+    report/        the markdown report and its plots (a formatter: a first screen, the detail collapsed)
     compare.py     `laco compare`: run B against run A, paired, with tolerances
-    gate.py        `laco gate`: the release gate
-    commands.py    the command lines of report, compare and gate
-    plots.py       the report's PNG plots
+    gate.py        `laco gate`: the release gate (not measured: by the profile's design, or failed)
+    history.py     `laco history`: each gated figure across runs, the regressions `laco compare` found marked
+    commands.py    the command lines of report, compare, gate and history
+    plots.py       the report's and the history's PNG plots
     conftest.py, test_claims.py   the claims as one parametrised pytest test
 """

@@ -1,4 +1,5 @@
-"""`laco report`, `laco compare` and `laco gate`: thin command lines over evidence, verdicts and reports.
+"""`laco report`, `laco compare`, `laco gate` and `laco history`: thin command lines over evidence, verdicts
+and reports.
 
 Exit codes: 0 fine, 1 a regression (compare) or a blocking gated claim (gate), 2 bad input (a
 LacoError, printed as one line by laco.cli).
@@ -69,6 +70,24 @@ def gate_main(argv: list[str]) -> int:
     text, passed = render_gate(load_run(args.run), claims, args.allow_missing)
     emit(text, args.out)
     return 0 if passed else 1
+
+
+def history_main(argv: list[str]) -> int:
+    from suites.compare import load_tolerances
+    from suites.history import history
+
+    p = ArgumentParser(prog="laco history", description="Each gated figure across runs (a nightly folder, or runs "
+                                "named): a markdown table and a PNG per figure, the runs `laco compare` found "
+                                "regressed marked.")
+    p.add_argument("runs", nargs="+", help="run directories, or folders holding runs (e.g. runs/ of `laco nightly`)")
+    p.add_argument("--out", default="reports", help="folder for history-<profile>.md and its PNGs (default: reports)")
+    p.add_argument("--profile", help="the profile whose runs to draw (default: the newest run's)")
+    p.add_argument("--tolerances", help="tolerances file of the comparison (default: the one shipped with the suites)")
+    _claims_arg(p)
+    args = p.parse_args(argv)
+    tolerances, claims = load_tolerances(args.tolerances), load_claims(args.claims)
+    print(f"history: {history(args.runs, claims, tolerances, args.out, args.profile)}")
+    return 0
 
 
 def emit(text: str, out: str | None) -> None:

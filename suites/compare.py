@@ -8,7 +8,11 @@ Paired wherever the two runs share units, with tolerances from tolerances.toml:
 - parameter memory: exact; peak memory and pruning time: ratios with a stated tolerance;
 - throughput: tokens/s of different nights are not comparable directly (different machine load), so a
   pruned model's speed-up over its own run's dense model (paired rounds) is compared: B's interval wholly
-  below A's is a regression; dense's own tokens/s only beyond a loose ratio;
+  below A's is a regression;
+- absolute rates (dense's own tokens/s, pruning seconds): each run records a machine probe (bench/probe.py),
+  and B's rates are divided by the probes' speed ratio before they are compared with A's, against a
+  tolerance for what the probe leaves (`normalised_ratio`); a run without a probe (older runs) is compared
+  raw, against the loose tolerance of a machine that may have changed speed (`dense_ratio`, `ratio`);
 - claims: a verdict going from PASS to FAIL is a regression; a move between INCONCLUSIVE and anything is
   reported, not a regression.
 A measurement A has and B lacks is "lost" (a regression unless allowed).
@@ -51,7 +55,13 @@ class MemoryTolerance(Strict):
 
 
 class ThroughputTolerance(Strict):
-    dense_ratio: float = Field(default=1.35, ge=1)  # dense's own tokens/s from one night to the next
+    dense_ratio: float = Field(default=1.35, ge=1)  # dense's own tokens/s from one night to the next, raw
+    normalised_ratio: float = Field(default=1.15, ge=1)  # the same, both runs normalised by their machine probes
+
+
+class TimeTolerance(Strict):
+    ratio: float = Field(default=1.5, ge=1)  # raw seconds (a run without a probe)
+    normalised_ratio: float = Field(default=1.25, ge=1)  # seconds normalised by the machine probes
 
 
 class Tolerances(Strict):
@@ -59,11 +69,40 @@ class Tolerances(Strict):
     perplexity: RatioTolerance = Field(default_factory=lambda: RatioTolerance(ratio=1.02))
     memory: MemoryTolerance = Field(default_factory=MemoryTolerance)
     throughput: ThroughputTolerance = Field(default_factory=ThroughputTolerance)
-    pruning_time: RatioTolerance = Field(default_factory=lambda: RatioTolerance(ratio=1.5))
+    pruning_time: TimeTolerance = Field(default_factory=TimeTolerance)
 
 
 def load_tolerances(path: str | Path | None = None) -> Tolerances:
     return load(path or suites_data("tolerances.toml"), Tolerances, "tolerances")
+
+
+def machine_speed(run: Run) -> float | None:
+    """One figure of how fast the run's machine was (its probe, bench/probe.py): the geometric mean of the
+    matmul rate in the run's dtype (bf16 for 16-bit runs) and the memory bandwidth; None without a probe."""
+    probe = run.meta.get("probe") or {}
+    dtype = (run.profile.get("model") or {}).get("dtype")
+    matmul = probe.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
+    bandwidth = probe.get("memory_gbps")
+    if not matmul or not bandwidth or matmul <= 0 or bandwidth <= 0:
+        return None
+    return math.sqrt(matmul * bandwidth)
+
+
+def machine_ratio(a: Run, b: Run) -> float | None:
+    """B's machine speed over A's (0.5: B's machine ran at half A's speed); None unless both have a probe."""
+    sa, sb = machine_speed(a), machine_speed(b)
+    return sb / sa if sa and sb else None
+
+
+def normalisation_text(a: Run, b: Run) -> str:
+    """What `laco compare` (and the history) did with absolute rates, in one sentence."""
+    ratio = machine_ratio(a, b)
+    if ratio is not None:
+        return (f"Absolute rates (dense tokens/s, pruning seconds) are compared after normalising by the machine probes: "
+                f"B's machine ran at ×{ratio:.3g} A's speed (bench/probe.py); within-run ratios need no probe.")
+    missing = " and ".join(f"`{r.id}`" for r in (a, b) if machine_speed(r) is None)
+    return (f"{missing} recorded no machine probe (older runs): absolute rates (dense tokens/s, pruning seconds) are "
+            "compared raw, with the loose tolerances of a machine that may have changed speed.")
 
 
 @dataclass
@@ -78,10 +117,12 @@ class Delta:
 
 
 class Comparison:
-    def __init__(self, a: Run, b: Run, tol: Tolerances, claims: Claims):
+    def __init__(self, a: Run, b: Run, tol: Tolerances, claims: Claims, figures: dict[str, Figures] | None = None):
+        """`figures`: each run's figures by run id, when the caller has them already (`laco history`)."""
         self.a, self.b, self.tol, self.claims = a, b, tol, claims
         self.resamples, self.seed = claims.statistics.resamples, claims.statistics.seed
-        self.figures_a, self.figures_b = (Figures(run, self.resamples, self.seed) for run in (a, b))
+        known = figures or {}
+        self.figures_a, self.figures_b = (known.get(run.id) or Figures(run, self.resamples, self.seed) for run in (a, b))
 
     def deltas(self) -> list[Delta]:
         out: list[Delta] = []
@@ -166,11 +207,14 @@ class Comparison:
         sa, sb, instead = self.evidence(ev.pruning_seconds, key, "pruning_time", lambda s: f"{np.median(s):.3g}")
         if instead is not None:
             return instead
-        interval = st.independent_ratio(sb, sa, self.resamples, self.seed)
-        tol = self.tol.pruning_time.ratio
+        ratio = machine_ratio(self.a, self.b)
+        normalised = [x * ratio for x in sb] if ratio else sb  # B's seconds on A's machine
+        interval = st.independent_ratio(normalised, sa, self.resamples, self.seed)
+        tol = self.tol.pruning_time.normalised_ratio if ratio else self.tol.pruning_time.ratio
         status = REGRESSION if interval.low > tol else BETTER if interval.high < 1 / tol else OK
+        how = "normalised by the probes" if ratio else "raw: no probe"
         return [Delta(key, "pruning_time", f"{np.median(sa):.3g} s", f"{np.median(sb):.3g} s", f"×{interval.fmt('.3g')}",
-                      f"regression when wholly above ×{tol:g}", status)]
+                      f"{how}; regression when wholly above ×{tol:g}", status)]
 
     def ratio_delta(self, key: str, measurement: str, field_name: str, tol: float, lower_is_better: bool) -> Delta | None:
         ma, mb = self.a.ok(key, measurement), self.b.ok(key, measurement)
@@ -213,15 +257,20 @@ class Comparison:
         return out
 
     def dense_rate(self, engine: str) -> Delta | None:
+        """Dense's decode tokens/s across the two runs, B's divided by the probes' speed ratio when both
+        runs have a probe: a regression when the whole interval lies below 1 / the tolerance."""
         try:
-            ra, rb = (np.median(ev.rounds(run, DENSE, engine)["per_round"]["decode_tokens_per_s"]) for run in (self.a, self.b))
+            ra, rb = (ev.rounds(run, DENSE, engine)["per_round"]["decode_tokens_per_s"] for run in (self.a, self.b))
         except (NotMeasured, KeyError):
             return None
-        tol = self.tol.throughput.dense_ratio
-        worse = ra / rb if rb else math.inf
-        status = REGRESSION if worse > tol else BETTER if worse < 1 / tol else OK
-        return Delta(DENSE, f"throughput_{engine}.decode_tokens_per_s", f"{ra:.4g}", f"{rb:.4g}", f"×{rb / ra:.3f}",
-                     f"different nights: worse by ≤ ×{tol:g}", status)
+        ratio = machine_ratio(self.a, self.b)
+        normalised = [x / ratio for x in rb] if ratio else rb  # B's rate on A's machine
+        interval = st.independent_ratio(normalised, ra, self.resamples, self.seed)
+        tol = self.tol.throughput.normalised_ratio if ratio else self.tol.throughput.dense_ratio
+        status = REGRESSION if interval.high < 1 / tol else BETTER if interval.low > tol else OK
+        how = f"normalised by the probes (B's machine ×{ratio:.3g} A's)" if ratio else "raw: no probe"
+        return Delta(DENSE, f"throughput_{engine}.decode_tokens_per_s", f"{np.median(ra):.4g}", f"{np.median(rb):.4g}",
+                     f"×{interval.fmt('.3f')}", f"{how}; worse by ≤ ×{tol:g}", status)
 
     # -- claims -------------------------------------------------------------------------------------
     def claim_moves(self) -> list[Delta]:
@@ -238,8 +287,9 @@ class Comparison:
         return out
 
 
-def compare_runs(a: Run, b: Run, tolerances: Tolerances, claims: Claims) -> list[Delta]:
-    return Comparison(a, b, tolerances, claims).deltas()
+def compare_runs(a: Run, b: Run, tolerances: Tolerances, claims: Claims,
+                 figures: dict[str, Figures] | None = None) -> list[Delta]:
+    return Comparison(a, b, tolerances, claims, figures).deltas()
 
 
 def regressions(deltas: list[Delta], allow_lost: bool = False) -> list[Delta]:
@@ -262,6 +312,7 @@ def render_compare(a: Run, b: Run, deltas: list[Delta], allow_lost: bool = False
     ]
     if a.profile_name != b.profile_name:
         lines += ["Warning: the runs used different profiles; differences may come from the settings.", ""]
+    lines += [normalisation_text(a, b), ""]
     order = {REGRESSION: 0, LOST: 1, CHANGED: 2, BETTER: 3, NOT_PAIRED: 4, NEW: 5, OK: 6}
     rows = [[d.model, d.metric, d.a, d.b, d.change, d.tolerance, f"**{d.status}**" if d.status in (REGRESSION, LOST)
              else d.status] for d in sorted(deltas, key=lambda d: order[d.status])]

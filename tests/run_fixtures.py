@@ -30,6 +30,7 @@ LIBRARIES = {"python": "3.11.7", "torch": "2.13.0", "transformers": "5.24.0", "l
 DEVICE = {"device": "cpu", "torch_threads": 2, "cpu": "x86_64"}
 CODE = {"version": "0.1.0", "commit": "0" * 40, "source_digest": "code0000", "libraries": "libs0000"}
 DENSE_PARAMS = 134_515_008
+PROBE = {"fp32_gflops": 60.0, "bf16_gflops": 12.0, "memory_gbps": 9.0, "device": "cpu", "seconds": 2.0}  # bench/probe.py
 
 
 def _seed(*parts: str) -> int:
@@ -74,7 +75,7 @@ def perplexity_values(key: str, ppl: float, n: int = N_WINDOWS, window: int = 51
     nll = (per_token * tokens).tolist()
     return {"windows": {"ppl": math.exp(sum(nll) / (tokens * n)), "window": window, "n_windows": n,
                         "tokens_per_window": tokens, "dataset": "wikitext-2 test", "nll": nll},
-            "lm_eval_wikitext": {"word_perplexity": round(ppl * 1.7, 2)}}
+            "lm_eval_wikitext": {"word_perplexity": round(ppl * 1.7, 2), "documents": 1}}
 
 
 def throughput_values(key: str, decode: float, engine: str, phase: str, rounds: int = ROUNDS) -> dict:
@@ -138,20 +139,22 @@ def _result(key: str, fingerprint: str, name: str, values: dict | None, reason: 
 
 
 def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-135m", finished: bool = True,
-              acceptance: list[dict] | None = None, phase: str = "phase-1") -> Path:
+              acceptance: list[dict] | None = None, phase: str = "phase-1", probe: dict | None = PROBE,
+              settings: dict | None = None) -> Path:
     """models: {key: {"method", "record", "accuracy": {task: score}, "ppl", "param_mb", "peak_mb", "hf", "vllm"
     (decode tok/s, or a string: the n/a reason), "prune_s", "flops" (decode FLOPs per token), "layers", "weights" (digest),
     "same_as" (copy another model's evidence: identical weights), "omit": [measurements],
-    "stale": [measurements written for an older fingerprint]}}."""
+    "stale": [measurements written for an older fingerprint]}}; probe: the machine probe in run.json (None: an older
+    run without one); settings: more of the profile (e.g. its `measurements`)."""
     path.mkdir(parents=True, exist_ok=True)
     methods = [{"label": k, "name": spec.get("method", k), "paper": spec.get("paper")} for k, spec in models.items()
                if k != "dense"]
     run = {"profile": {"name": profile, "model": {"spec": "smollm2-135m", "dtype": "float32", "device": "cpu"},
-                       "methods": methods, "acceptance": acceptance or []},
+                       "methods": methods, "acceptance": acceptance or [], **(settings or {})},
            "profile_name": profile, "started": "2025-01-01T00:00:00+00:00",
            "finished": "2025-01-01T00:20:00+00:00" if finished else None, "git_commit": CODE["commit"],
            "code": CODE, "code_history": [{**CODE, "since": "2025-01-01T00:00:00+00:00"}],
-           "libraries": LIBRARIES, "device": DEVICE, "seed": 0, "data_dir": "/data"}
+           "libraries": LIBRARIES, "device": DEVICE, "seed": 0, "data_dir": "/data", **({"probe": probe} if probe else {})}
     _write(path / "run.json", run)
     for key, spec in models.items():
         method = spec.get("method", key)

@@ -98,6 +98,14 @@ def test_run_json_keeps_the_first_start_on_resume(tmp_path):
     assert again["started"] == first["started"] and again["finished"] is None and len(again["resumed"]) == 1
 
 
+def test_run_json_records_the_machine_probe_of_the_run(tmp_path):
+    """compare and history normalise absolute rates by it (suites.compare.machine_ratio)."""
+    RunStore(tmp_path).start("p", {"a": 1}, data_dir=None, seed=0, device="cpu")
+    probe = json.loads((tmp_path / "run.json").read_text())["probe"]
+    assert "error" not in probe and probe["device"] == "cpu"
+    assert probe["fp32_gflops"] > 0 and probe["bf16_gflops"] > 0 and probe["memory_gbps"] > 0
+
+
 # -- the measurements ----------------------------------------------------------------------------
 def test_window_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     class Uniform(torch.nn.Module):

@@ -63,7 +63,7 @@ def test_report_without_the_extras(run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (run.parent / "reports" / "example-smollm2.md").read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings[:3] == ["## At the paper's conditions", "## Verdicts", "## Checks of the figures"]
+    assert headings[:3] == ["## Claims at the paper's conditions", "## Findings", "## Verdicts in full"]
     assert "## LaCo search trace" in headings
     assert (run.parent / "reports" / "example-smollm2" / "retention.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from run_fixtures import N_ITEMS, good_models, write_run
+from run_fixtures import N_ITEMS, PROBE, good_models, write_run
 
 from laco.cli import main
 from suites.claims import load_claims
@@ -133,7 +133,7 @@ def test_gate_blocks_on_an_inconclusive_gated_claim_and_says_why(tmp_path, capsy
     assert main(["gate", run_of(tmp_path, "g", models, profile="llama2-7b")]) == 1
     text = capsys.readouterr().out
     row = next(line for line in text.splitlines() if "`laco-beats-width-baselines`" in line)
-    assert "*INCONCLUSIVE*" in row and "straddles the threshold" in row and "decides at about" in row
+    assert "*INCONCLUSIVE*" in row and "straddles the threshold" in row and "items to decide: " in row
 
 
 def test_gate_ignores_ungated_failures(tmp_path):
@@ -152,9 +152,105 @@ def test_gate_blocks_on_gated_claims_not_measured_unless_allowed(tmp_path, capsy
     assert main(["gate", run, "--allow-missing"]) == 0
 
 
+def test_gate_tells_what_the_profile_skips_from_what_failed_to_measure(tmp_path, capsys):
+    """laco-memory-below-dense is gated everywhere: a profile that does not measure memory leaves it unmeasured by
+    design; a memory measurement that failed is a failure to measure."""
+    models = good_models()
+    models["laco"]["omit"] = ["memory"]
+    assert main(["gate", run_of(tmp_path, "design", models, settings={"measurements": ["accuracy", "perplexity",
+                                                                                       "throughput_vllm"]})]) == 1
+    assert "1 blocking (1 not measured by the profile's design)" in capsys.readouterr().out
+    assert main(["gate", run_of(tmp_path, "failed", models)]) == 1
+    assert "1 blocking (1 failed to measure)" in capsys.readouterr().out
+
+
 def test_gate_bad_input_exits_2(tmp_path):
     assert main(["gate", str(tmp_path)]) == 2
     assert main(["gate", run_of(tmp_path, "g", good_models()), "--claims", str(tmp_path / "none.toml")]) == 2
+
+
+# --- the machine probe: absolute rates across runs ---------------------------------------------------
+
+def slower(models: dict, factor: float) -> dict:
+    """The same models on a machine `factor` times slower: every rate divided, every pruning time multiplied."""
+    for spec in models.values():
+        for engine in ("hf", "vllm"):
+            if isinstance(spec.get(engine), float):
+                spec[engine] /= factor
+        if "prune_s" in spec:
+            spec["prune_s"] *= factor
+    return models
+
+
+def probe_of(factor: float) -> dict:
+    return {**PROBE, "fp32_gflops": PROBE["fp32_gflops"] / factor, "memory_gbps": PROBE["memory_gbps"] / factor}
+
+
+@pytest.mark.parametrize("probe_slower, regression", [(2.0, False), (1.0, True)])
+def test_compare_normalises_absolute_rates_by_the_machine_probes(tmp_path, probe_slower, regression):
+    """B runs 2x slower. With a probe 2x slower as well the machine explains it: no regression. With equal
+    probes the same slowdown is one: dense tokens/s and pruning seconds regress. Speed-ups within each run
+    are the same either way."""
+    a = run_of(tmp_path, "a", good_models())
+    b = run_of(tmp_path, "b", slower(good_models(), 2.0), probe=probe_of(probe_slower))
+    d = statuses(a, b)
+    rate, seconds = d[("dense", "throughput_hf.decode_tokens_per_s")], d[("laco", "pruning_time")]
+    assert (rate.status == REGRESSION) is regression and (seconds.status == REGRESSION) is regression
+    assert rate.tolerance.startswith("normalised by the probes (B's machine ×0.5 A's)" if probe_slower == 2 else
+                                     "normalised by the probes (B's machine ×1 A's)")
+    assert d[("laco", "throughput_hf.decode_speedup_vs_dense")].status == "ok"
+
+
+def test_runs_without_a_probe_are_compared_raw_and_said_so(tmp_path, capsys):
+    a = run_of(tmp_path, "a", good_models(), probe=None)
+    b = run_of(tmp_path, "b", slower(good_models(), 1.2), probe=None)  # within the raw tolerance ×1.35
+    assert main(["compare", a, b]) == 0
+    text = capsys.readouterr().out
+    assert "`a` and `b` recorded no machine probe (older runs): absolute rates (dense tokens/s, pruning seconds) are " \
+           "compared raw" in text
+    assert re.search(r"\| dense +\| throughput_hf\.decode_tokens_per_s .*raw: no probe; worse by ≤ ×1\.35", text)
+
+
+def test_the_probe_measures_this_machine_in_a_couple_of_seconds():
+    pytest.importorskip("torch")
+    from bench.probe import measure
+
+    probe = measure("cpu", budget_s=0.05)
+    assert probe["fp32_gflops"] > 0 and probe["bf16_gflops"] > 0 and probe["memory_gbps"] > 0, probe
+    assert probe["seconds"] < 10
+    assert measure("no-such-device")["error"]  # a probe that cannot run says why, never raises
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+def test_history_draws_each_gated_figure_across_runs_and_marks_the_regression(tmp_path, capsys):
+    """Three nights: the second on a machine half as fast (its probe says so), the third as slow without
+    the probe saying so. Only the third is a regression, and the history marks it."""
+    nightly = tmp_path / "runs"
+    run_of(tmp_path, "night-1", good_models())
+    run_of(tmp_path, "night-2", slower(good_models(), 2.0), probe=probe_of(2.0))
+    run_of(tmp_path, "night-3", slower(good_models(), 2.0))
+    out = tmp_path / "reports"
+    assert main(["history", str(nightly), "--out", str(out)]) == 0
+    assert "history: " in capsys.readouterr().out
+    text = (out / "history-smollm2-135m.md").read_text()
+    assert "**1 of 2 runs regressed**" in text
+    header = next(line for line in text.splitlines() if line.startswith("| figure"))
+    assert [c.strip() for c in header.split("|")[3:6]] == ["1", "2", "3 ⚠"]
+    rate = next(line for line in text.splitlines() if line.startswith("| dense hf decode tokens per s"))
+    medians = [float(c.split()[0]) for c in rate.split("|")[3:6]]
+    assert medians[1] == pytest.approx(medians[0]) and medians[2] == pytest.approx(medians[0] / 2)  # normalised
+    assert re.search(r"\| laco-memory-below-dense laco +\| memory\.param_mb +\| 0\.7301 \[0\.7301, 0\.7301\] PASS", text)
+    assert re.search(r"\| 3 +\| `night-3` .*dense throughput_hf\.decode_tokens_per_s \(REGRESSION\)", text)
+    pngs = sorted(p.name for p in (out / "history-smollm2-135m").iterdir())
+    assert "dense-hf-decode-tokens-per-s.png" in pngs and "laco-memory-below-dense-laco.png" in pngs
+    assert all((out / "history-smollm2-135m" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert all(f"](history-smollm2-135m/{p})" in text for p in pngs)
+
+
+def test_history_of_no_run_is_a_clear_error(tmp_path):
+    assert main(["history", str(tmp_path)]) == 2
+    assert main(["history", str(tmp_path / "missing")]) == 2
 
 
 # --- the suites ------------------------------------------------------------------------------------

@@ -1,13 +1,19 @@
-"""A run as a markdown report (GitHub pipe tables via tabulate) with PNG plots beside it.
+"""A run as a markdown report (GitHub pipe tables via tabulate) with PNG plots beside it, readable in
+two minutes.
 
-Verdicts first, with their intervals and the paper's figure beside ours; then the checks of the run's
-figures against their bounds; then tables shaped like the paper's (scores per benchmark, retention,
-perplexity, pruning time, memory and tokens/s with FLOPs and the compute-bound ideal), the time each
-measurement took, and LaCo's search trace. Everything is read from the run, its figures
-(suites.figures, computed once) and the verdicts; the report only formats, and measures nothing. The
-output holds no clock time other than what the run recorded, so the same run renders the same text.
+The first screen: the run in a few lines, one table of every claim judged at its conditions with the
+paper's figure beside ours and the verdict, and the findings that matter most, written from the figures
+by rule. Everything else follows in collapsed blocks: the verdicts in full, the run, the checks of the
+figures, the models, tables shaped like the paper's (dense reproduction, scores per benchmark with
+retention, retention against the ratio, ablations, perplexity, pruning time, memory and tokens/s with
+FLOPs and the compute-bound ideal), the time each measurement took, the code behind the numbers, LaCo's
+search trace and what was not measured. Everything is read from the run, its figures (suites.figures,
+computed once) and the verdicts; the report only formats, and measures nothing. The output holds no
+clock time other than what the run recorded, so the same run renders the same text.
 
-    overview.py  the run at a glance, the models at the paper's conditions, verdicts, checks
+    overview.py  the run at a glance, the run in full, the models at the paper's conditions, the checks
+    judged.py    the claims table of the first screen and the verdicts in full
+    findings.py  the findings of the first screen
     models.py    the models, time per measurement, code versions, LaCo's search trace, not measured
     results.py   dense reproduction, accuracy, perplexity, pruning time, compute/memory/throughput
     sweeps.py    retention against the pruning ratio (Table 7) and the ablations (Appendix B)
@@ -18,14 +24,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from laco import atomic
+from suites.checks import run_checks
 from suites.claims import Claims
 from suites.evidence import Run
 from suites.outcomes import Verdict
+from suites.report.findings import findings_section
+from suites.report.judged import claims_section, full_section
 from suites.report.models import code_section, missing_section, models_section, time_section, trace_section
-from suites.report.overview import checks_section, conditions_section, header, verdict_section
+from suites.report.overview import at_conditions, checks_section, header, run_section
 from suites.report.results import (accuracy_section, dense_reproduction_section, efficiency_section, perplexity_section,
                                    pruning_time_section)
-from suites.report.sweeps import ablation_section, ratio_section
+from suites.report.sweeps import ablation_section, ratio_mismatches, ratio_section
 from suites.verdicts import Judge
 
 
@@ -34,12 +43,18 @@ def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> t
     judge = Judge(run, claims)
     figures = judge.figures
     verdicts = judge.all() if verdicts is None else verdicts
+    at, band = at_conditions(run, judge, claims)
+    mismatches = ratio_mismatches(run)
+    flags = list(mismatches.values()) + [f"check *{c.name}* does not hold: {c.detail}" for c in run_checks(figures)
+                                         if not c.ok]
     accuracy, retention = accuracy_section(run, figures)
     ratios, curves, paper_points = ratio_section(run, claims, figures)
     trace, traces = trace_section(run)
-    parts = [header(run, verdicts), conditions_section(run, judge, claims), verdict_section(verdicts, claims),
-             checks_section(figures), models_section(run), dense_reproduction_section(run, claims), accuracy,
-             ratios, ablation_section(run, claims, figures), perplexity_section(run, figures), pruning_time_section(run),
+    parts = [header(run, verdicts), claims_section(run, verdicts, claims, band),
+             findings_section(run, figures, verdicts, flags),
+             full_section(run, verdicts, claims), run_section(run), checks_section(figures),
+             models_section(run, at, mismatches), dense_reproduction_section(run, claims), accuracy, ratios,
+             ablation_section(run, claims, figures), perplexity_section(run, figures), pruning_time_section(run),
              efficiency_section(run, figures), time_section(run), code_section(run), trace, missing_section(run)]
     plots = {"retention": retention, "traces": traces, "curves": curves, "paper_points": paper_points}
     return "\n\n".join(p for p in parts if p) + "\n", plots

@@ -1,5 +1,5 @@
-"""The head of a report: the run at a glance, which models are at the paper's conditions, the verdicts
-with the paper's figures beside ours, and the checks of the run's figures."""
+"""The head of a report: the run in a few lines with the verdict counts and the release gate, the run
+in full (collapsed), which models are at the paper's conditions, and the checks of the run's figures."""
 
 from __future__ import annotations
 
@@ -9,49 +9,70 @@ from suites.checks import run_checks
 from suites.claims import Claims
 from suites.evidence import DENSE, MEASUREMENTS, Run
 from suites.figures import Figures
-from suites.markdown import VERDICT_MARK, ratio_cell, table
-from suites.outcomes import PASS, STATUSES, Verdict
+from suites.gate import blocking, blocking_text, status_counts
+from suites.markdown import details, table
+from suites.outcomes import STATUSES, Verdict
 from suites.verdicts import Judge
 
 
-def gate_outcome(verdicts: list[Verdict]) -> str:
+def gate_outcome(run: Run, verdicts: list[Verdict]) -> str:
     gated = [v for v in verdicts if v.gated]
     if not gated:
         return "FAIL (no gated claim)"
-    blocking = [v for v in gated if v.status != PASS]
-    if not blocking:
-        return "PASS"
-    counts = {s: sum(v.status == s for v in blocking) for s in STATUSES if s != PASS}
-    return "FAIL (" + ", ".join(f"{n} gated {s}" for s, n in counts.items() if n) + ")"
+    blocked = blocking(verdicts)
+    return "PASS" if not blocked else f"FAIL (gated: {blocking_text(run, blocked)})"
 
 
 def header(run: Run, verdicts: list[Verdict]) -> str:
+    """The first lines: what ran where, how long, and what the verdicts and the gate say."""
     meta, profile = run.meta, run.profile
-    counts = " · ".join(f"{sum(v.status == s for v in verdicts)} {s}" for s in STATUSES)
+    model = profile.get("model") or {}
+    device = dict(meta.get("device") or {})
+    where = device.pop("device", model.get("device") or "-")
+    spec = " / ".join(dict.fromkeys(x for x in (model.get("spec"), _source_model(run)) if x and x != "-")) or "-"
+    counts = " · ".join(f"{n} {s}" for s, n in status_counts(run, verdicts, STATUSES) if n)
+    commit = (meta.get("git_commit") or "-")[:12]
+    return "\n".join([
+        f"# laco-bench report: run `{run.id}`",
+        "",
+        f"Profile **{run.profile_name}**: {spec}, {model.get('dtype') or '-'}{_dtype_note(model)} on {where} "
+        f"({', '.join(f'{k} {v}' for k, v in device.items()) or '-'}).  ",
+        f"Commit `{commit}` · wall time {_wall_time(meta.get('started'), meta.get('finished'))} · "
+        f"seed {meta.get('seed', '-')} · machine probe: {probe_text(meta.get('probe'))}.",
+        "",
+        f"**{counts}** of {len(verdicts)} verdicts. Release gate (`laco gate`): **{gate_outcome(run, verdicts)}**.",
+    ])
+
+
+def _dtype_note(model: dict) -> str:
+    """Why the run's dtype is not the profile's (a CPU without AMX, or --dtype), when it is not."""
+    return f" ({model['dtype_note']})" if model.get("dtype_note") else ""
+
+
+def probe_text(probe: dict | None) -> str:
+    """The machine probe of the run (bench/probe.py), what `laco compare` normalises absolute rates by."""
+    if not probe or probe.get("error"):
+        return "none recorded" + (f" ({probe['error']})" if probe and probe.get("error") else "")
+    return (f"fp32 {probe.get('fp32_gflops', 0):,.0f} GFLOP/s, bf16 {probe.get('bf16_gflops', 0):,.0f} GFLOP/s, "
+            f"memory {probe.get('memory_gbps', 0):,.1f} GB/s")
+
+
+def run_section(run: Run) -> str:
+    """Everything about the run that the first lines leave out."""
+    meta = run.meta
     libs = meta.get("libraries") or {}
-    device = meta.get("device") or {}
-    spec = (profile.get("model") or {}).get("spec")
-    commits = run.commits()
     rows = [
-        ["profile", run.profile_name],
-        ["model", " / ".join(dict.fromkeys(x for x in (spec, _source_model(run)) if x and x != "-")) or "-"],
-        ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
-        ["dtype", "; ".join(x for x in ((profile.get("model") or {}).get(k) for k in ("dtype", "dtype_note")) if x) or "-"],
+        ["device", ", ".join(f"{k}={v}" for k, v in (meta.get("device") or {}).items()) or "-"],
+        ["dtype", "; ".join(x for x in ((run.profile.get("model") or {}).get(k) for k in ("dtype", "dtype_note")) if x) or "-"],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
         ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
         *([["resumed", _resumed(run)]] if meta.get("resumed") else []),
         ["git commit", meta.get("git_commit") or "-"],
-        ["code versions", _code_versions(run, commits)],
+        ["code versions", _code_versions(run, run.commits())],
         ["libraries", ", ".join(f"{k} {v}" for k, v in libs.items()) or "-"],
-        ["seed", meta.get("seed", "-")],
+        ["machine probe", probe_text(meta.get("probe"))],
     ]
-    return "\n".join([
-        f"# laco-bench report: run `{run.id}`",
-        "",
-        f"**{counts}** of {len(verdicts)} verdicts. Release gate (`laco gate`): **{gate_outcome(verdicts)}**.",
-        "",
-        table(rows, ["run", ""]),
-    ])
+    return "\n".join(["## The run", "", details("Start and end, code, libraries, machine probe", table(rows, ["run", ""]))])
 
 
 def _code_versions(run: Run, commits: list[str]) -> str:
@@ -109,62 +130,32 @@ def _source_model(run: Run) -> str:
     return "-"
 
 
-def conditions_section(run: Run, judge: Judge, claims: Claims) -> str:
-    """Which models are at the paper's conditions (the 25-30% band, or the paper's own ratio)."""
+def at_conditions(run: Run, judge: Judge, claims: Claims) -> tuple[dict[str, bool], str]:
+    """{model: at the paper's ratio band (or its own ratio)} and the band in words for the claims' table."""
     band = next((c.conditions for c in claims.claims if c.conditions.ratio), None)
-    lines = ["## At the paper's conditions", ""]
     if band is None:
-        return "\n".join(lines + ["No claim states a ratio band."])
+        return {}, "No claim states a ratio band."
     low, high = band.ratio
-    rows = []
+    at = {}
     for key, model in run.models.items():
         if key == DENSE:
             continue
         r = model.pruning_ratio
         own = judge.paper_ratio(key) if band.ratio_of_paper else None
-        at = r is not None and (low - 1e-9 <= r <= high + 1e-9 or (own is not None and abs(r - own) <= band.ratio_tolerance))
-        rows.append([key, model.method, model.point or "-", ratio_cell(run, key), "yes" if at else "no"])
-    at_keys = [r[0] for r in rows if r[-1] == "yes"]
-    summary = (f"At the paper's conditions ({low:.0%}–{high:.0%} of parameters removed, Table 1 / abstract): "
-               + (", ".join(f"**{k}**" for k in at_keys) if at_keys else "**no model**") + ".")
-    return "\n".join(lines + [summary, "", table(rows, ["model", "method", "ratio point", "pruned", "at conditions"])])
-
-
-def verdict_section(verdicts: list[Verdict], claims: Claims) -> str:
-    rows = []
-    for v in verdicts:
-        notes = [n for n in v.notes if n]
-        for r in v.rows:
-            if r.items_needed:
-                notes.append("decides at about " + ", ".join(f"{t} {n}" for t, n in r.items_needed.items()) + " items")
-        rows.append([f"`{v.claim.id}`", v.subject, v.paper, v.ours,
-                     VERDICT_MARK[v.status] + (" (gated)" if v.gated else ""), "; ".join(notes)])
-    legend = [[f"`{c.id}`", c.statement, c.source] for c in claims.claims]
-    s = claims.statistics
-    return "\n".join([
-        "## Verdicts",
-        "",
-        f"Each claim judged on this run (`pytest suites --run` asserts the same verdicts), by where its "
-        f"{s.confidence:.0%} interval lies: PASS wholly on the claim's side of the threshold, FAIL wholly on the "
-        "other side, INCONCLUSIVE across it (with the items per task that would decide at the observed effect). "
-        "Accuracy intervals come from a paired bootstrap over the items both models answered, resampled within "
-        f"each task ({s.resamples} resamples, seed {s.seed}); perplexity pairs the windows; throughput pairs "
-        "interleaved rounds; parameter memory is exact. *not measured* and *not at the claim's conditions* are "
-        "never passes.",
-        "",
-        table(rows, ["claim", "model", "paper", "ours [95% interval]", "verdict", "note"]),
-        "",
-        "<details><summary>What each claim says, and where the paper says it</summary>",
-        "",
-        table(legend, ["claim", "statement", "source"]),
-        "",
-        "</details>",
-    ])
+        at[key] = r is not None and (low - 1e-9 <= r <= high + 1e-9 or (own is not None and abs(r - own) <= band.ratio_tolerance))
+    keys = [k for k, yes in at.items() if yes]
+    text = (f"At the paper's conditions ({low:.0%}–{high:.0%} of parameters removed, Table 1 / abstract): "
+            + (", ".join(f"**{k}**" for k in keys) if keys else "**no model**") + ".")
+    return at, text
 
 
 def checks_section(figures: Figures) -> str:
-    rows = [[c.name, "ok" if c.ok else "**no**", c.detail] for c in run_checks(figures)]
+    checks = run_checks(figures)
+    rows = [[c.name, "ok" if c.ok else "**no**", c.detail] for c in checks]
+    failed = sum(not c.ok for c in checks)
+    summary = f"{len(checks) - failed} of {len(checks)} hold" + (f"; **{failed} do not**" if failed else "")
     return "\n".join(["## Checks of the figures", "",
-                      "What must hold whatever the model: the same items for every model, identical weights measuring "
-                      "identically, a dense model above chance on the benchmarks whose retention is judged.", "",
-                      table(rows, ["check", "holds", "detail"])])
+                      details(f"What must hold whatever the model: {summary}",
+                              "The same items for every model, identical weights measuring identically, a dense model "
+                              "above chance on the benchmarks whose retention is judged.", "",
+                              table(rows, ["check", "holds", "detail"]))])

@@ -1,0 +1,74 @@
+"""The machine probe: how fast this machine is right now, measured in about two seconds as a run starts.
+
+The same code ran 2-3x faster on one day than on another on these machines (a shared host, another
+load, another clock), so an absolute rate of one run (tokens/s, seconds) says little about another
+run's. Each run therefore records, in run.json (`probe`), three fixed workloads on its device:
+
+- fp32_gflops, bf16_gflops: a square matrix multiplication (SIZE[device]) in each dtype, GFLOP/s;
+- memory_gbps: a copy of a large buffer, bytes read plus written per second, GB/s.
+
+Each is the median rate over repeated calls within its time budget, after one warm-up call.
+`laco compare` and `laco history` divide absolute rates by the ratio of two runs' probes before they
+compare them (suites.compare.machine_ratio); within-run ratios need no probe. A probe that fails
+records why and never stops the run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+SIZE = {"cpu": 512, "cuda": 4096}  # matmul side: a few ms a call on either
+COPY_BYTES = {"cpu": 64 << 20, "cuda": 1 << 30}  # larger than the caches
+BUDGET_S = 0.3  # per workload: about a second in all
+
+
+def measure(device: str = "cpu", budget_s: float = BUDGET_S) -> dict:
+    """{fp32_gflops, bf16_gflops, memory_gbps, device, seconds, sizes}, or {error, device} when it cannot run."""
+    started = time.perf_counter()
+    try:
+        import torch
+
+        dev = torch.device(device)
+        kind = "cuda" if dev.type == "cuda" else "cpu"
+        n, copy_bytes = SIZE[kind], COPY_BYTES[kind]
+        rates = {f"{name}_gflops": _matmul_rate(torch, dev, dtype, n, budget_s)
+                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        rates["memory_gbps"] = _copy_rate(torch, dev, copy_bytes, budget_s)
+    except Exception as exc:  # noqa: BLE001  (a probe never stops a run: it says why it has no figure)
+        return {"error": f"{type(exc).__name__}: {exc}", "device": str(device)}
+    return {**{k: round(v, 3) for k, v in rates.items()}, "device": str(device),
+            "seconds": round(time.perf_counter() - started, 3), "sizes": {"matmul": n, "copy_bytes": copy_bytes}}
+
+
+def _timed(torch, dev, call, budget_s: float) -> list[float]:
+    """Seconds of each call of `call` within the budget (at least three), after a warm-up call."""
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    call()
+    sync()
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < 3 or (time.perf_counter() < end and len(times) < 1000):
+        t0 = time.perf_counter()
+        call()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _matmul_rate(torch, dev, dtype, n: int, budget_s: float) -> float:
+    gen = torch.Generator(device=dev).manual_seed(0)
+    a = torch.randn(n, n, generator=gen, device=dev).to(dtype)
+    b = torch.randn(n, n, generator=gen, device=dev).to(dtype)
+    times = _timed(torch, dev, lambda: torch.mm(a, b), budget_s)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _copy_rate(torch, dev, nbytes: int, budget_s: float) -> float:
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)
+    dst = torch.empty_like(src)
+    times = _timed(torch, dev, lambda: dst.copy_(src), budget_s)
+    return 2 * nbytes / statistics.median(times) / 1e9
