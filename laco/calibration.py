@@ -51,18 +51,31 @@ def load_calibration(path: str | Path | None, field: str | None = None) -> tuple
             raise LacoError("--calibration-field needs a JSONL --calibration file")
         texts = default_sentences()
         return texts, text_record(texts, None)
+    texts = read_texts(path, field, "calibration", split_lines=True)
+    return texts, text_record(texts, str(path) if field is None else f"{path} field {field}")
+
+
+def read_texts(path: str | Path, field: str | None, kind: str, *, split_lines: bool) -> list[str]:
+    """The non-empty texts of a `kind` ("calibration", "training") file: `field` of each JSONL row, else
+    each non-blank line (`split_lines`) or the whole file as one text; one-line errors for what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise LacoError(f"calibration file not found: {path}")
+        raise LacoError(f"{kind} file not found: {path}")
     if field is None and path.suffix == ".jsonl":
-        raise LacoError(f"{path} is JSONL: name the field that holds the text with --calibration-field")
+        flag = "--calibration-field" if kind == "calibration" else "--train-field"
+        raise LacoError(f"{path} is JSONL: name the field that holds the text with {flag}")
     try:
-        texts = _jsonl_field(path, field) if field is not None else _lines(path.read_text(encoding="utf-8"))
+        if field is not None:
+            texts = _jsonl_field(path, field)
+        else:
+            text = path.read_text(encoding="utf-8")
+            texts = _lines(text) if split_lines else [text.strip()]
     except UnicodeDecodeError:
-        raise LacoError(f"calibration file is not UTF-8 text: {path}") from None
+        raise LacoError(f"{kind} file is not UTF-8 text: {path}") from None
+    texts = [t for t in texts if t]
     if not texts:
-        raise LacoError(f"calibration file is empty: {path}")
-    return texts, text_record(texts, str(path) if field is None else f"{path} field {field}")
+        raise LacoError(f"{kind} file is empty: {path}")
+    return texts
 
 
 def _jsonl_field(path: Path, field: str) -> list[str]:

@@ -155,14 +155,20 @@ def parse_param(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def method_params(args) -> dict:
-    """The method's parameters from --param and LaCo's own flags; a key given twice is refused."""
+def parse_params(items: list[str]) -> dict[str, object]:
+    """Every --param KEY=VALUE, typed; a key given twice is refused."""
     params: dict[str, object] = {}
-    for text in args.param:
+    for text in items:
         key, value = parse_param(text)
         if key in params:
             raise LacoError(f"--param {key} given twice")
         params[key] = value
+    return params
+
+
+def method_params(args) -> dict:
+    """The method's parameters from --param and LaCo's own flags; a key given twice is refused."""
+    params = parse_params(args.param)
     for key in LACO_FLAGS:
         value = getattr(args, key)
         if value is not None:

@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 import laco
 from laco import LacoError
-from laco.cli import ArgumentParser, parse_param
+from laco.cli import ArgumentParser, parse_params
 from laco.recipes import RECIPES, SCALED, SOURCES, Recipe, recipe_settings
 from laco.record import with_post_training
 from laco.training_text import (
@@ -82,12 +82,7 @@ def post_train_parser() -> ArgumentParser:
 
 def post_train_main(argv: list[str]) -> int:
     args = post_train_parser().parse_args(argv)
-    params: dict[str, object] = {}
-    for item in args.param:
-        key, value = parse_param(item)
-        if key in params:
-            raise LacoError(f"--param {key} given twice")
-        params[key] = value
+    params = parse_params(args.param)
     if args.quiet:
         from transformers.utils import logging as hf_logging
 

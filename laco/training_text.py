@@ -25,7 +25,7 @@ import torch
 from laco import LacoError
 from laco.calibration import (
     WIKITEXT_DOCUMENTS,
-    _jsonl_field,
+    read_texts,
     text_record,
     unread_wikitext_documents,
     wikitext_documents,
@@ -88,18 +88,7 @@ def wikitext_training(documents: list[int], excluded: list[int], data=None) -> T
 def file_training(path: str | Path, field: str | None, excluded: list[int], data=None) -> TrainingText:
     """A corpus file: plain text (one text) or JSONL (`field` of every row); refused when it holds a
     paragraph of an evaluated document."""
-    path = Path(path)
-    if not path.is_file():
-        raise LacoError(f"training file not found: {path}")
-    if field is None and path.suffix == ".jsonl":
-        raise LacoError(f"{path} is JSONL: name the field that holds the text with --train-field")
-    try:
-        texts = _jsonl_field(path, field) if field is not None else [path.read_text(encoding="utf-8").strip()]
-    except UnicodeDecodeError:
-        raise LacoError(f"training file is not UTF-8 text: {path}") from None
-    texts = [t for t in texts if t]
-    if not texts:
-        raise LacoError(f"training file is empty: {path}")
+    texts = read_texts(path, field, "training", split_lines=False)
     if excluded:
         refuse_evaluated_paragraphs(texts, excluded, str(path), data)
     return TrainingText(texts, text_record(texts, str(path) if field is None else f"{path} field {field}",
