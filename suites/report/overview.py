@@ -36,7 +36,7 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         ["profile", run.profile_name],
         ["model", " / ".join(dict.fromkeys(x for x in (spec, _source_model(run)) if x and x != "-")) or "-"],
         ["device", ", ".join(f"{k}={v}" for k, v in device.items()) or "-"],
-        ["dtype", "; ".join(x for x in ((profile.get("model") or {}).get(k) for k in ("dtype", "dtype_note")) if x) or "-"],
+        ["dtype", _dtypes(profile.get("model") or {})],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
         ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
         *([["resumed", _resumed(run)]] if meta.get("resumed") else []),
@@ -52,6 +52,14 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         "",
         table(rows, ["run", ""]),
     ])
+
+
+def _dtypes(model: dict) -> str:
+    """The dtype measured in, the one pruned in ([model] prune_dtype; runs before it had none), and why
+    the dtype is not the profile's."""
+    dtype, prune_dtype = model.get("dtype"), model.get("prune_dtype")
+    pruned_in = f"pruned in {dtype if prune_dtype == 'same' else prune_dtype}" if prune_dtype else None
+    return "; ".join(x for x in (dtype, pruned_in, model.get("dtype_note")) if x) or "-"
 
 
 def _code_versions(run: Run, commits: list[str]) -> str:
