@@ -17,9 +17,10 @@ class RunContext:
         self.profile, self.store, self.data_dir, self.progress = profile, store, data_dir, progress
         self.results_cache = results_cache  # a bench.results_cache.ResultsCache, None: off
 
-    def dense_load_args(self) -> dict:
+    def dense_load_args(self, dtype: str | None = None) -> dict:
+        """How the dense model loads: in the run's dtype, or in `dtype`."""
         m = self.profile.model
-        return {"kind": "dense", "spec": m.spec, "revision": m.revision, "dtype": m.dtype, "device": m.device,
+        return {"kind": "dense", "spec": m.spec, "revision": m.revision, "dtype": dtype or m.dtype, "device": m.device,
                 "device_map": m.device_map, "trust_remote_code": m.trust_remote_code}
 
     def pruned_load_args(self, folder: Path) -> dict:
@@ -27,11 +28,11 @@ class RunContext:
         return {"kind": "pruned", "folder": str(folder), "dtype": m.dtype, "device": m.device,
                 "device_map": m.device_map, "trust_remote_code": m.trust_remote_code}
 
-    def load_dense(self):
-        """A fresh copy of the dense model (a laco.loading.LoadedModel), for a pruner to change."""
+    def load_dense_to_prune(self):
+        """A fresh copy of the dense model (a laco.loading.LoadedModel) in the prune dtype, for a pruner to change."""
         from bench.subject import load_dense
 
-        return load_dense(self.dense_load_args())
+        return load_dense(self.dense_load_args(self.profile.model.pruning_dtype()))
 
     @cached_property
     def _tasks(self):

@@ -15,7 +15,8 @@ slowly without a word. `--dtype` is an explicit ask: it runs as asked (with that
 Every measurement's settings and every model's fingerprint carry the dtype run, so results of two
 dtypes are never taken for one another; run.json keeps it (profile.model.dtype) with the reason it
 differs from the profile's (profile.model.dtype_note) and the CPU's bf16 matmul (device.bf16_matmul),
-and the report's header shows both.
+and the report's header shows both. The pruning step runs in `[model] prune_dtype` instead (the CPU
+profiles: float32; bench.pruned), and its weights are measured in the dtype settled here.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@
 
 In each dtype (the first of --dtypes is the reference) the dense model and the profile's method entry,
 pruned in that dtype as the bench prunes it (`bench.pruned`, in a scratch run folder under --work:
-a bf16 run prunes from bf16 hidden states, and may merge other layers), are scored on the profile's
-accuracy items and perplexity windows:
+a bf16 run prunes from bf16 hidden states, and may merge other layers; whatever the profile's
+`[model] prune_dtype`), are scored on the profile's accuracy items and perplexity windows, and so is
+the reference dtype's prune loaded in the other dtypes (what a profile with `prune_dtype = "float32"`
+measures in bf16):
 - accuracy: lm-eval's requests of the profile's tasks and item limits, built once and scored by the
   profile's backend, batch size and context (`bench.accuracy_paths`), keeping the log-likelihood of
   every choice of every item and the task's metric per item;
@@ -129,7 +131,7 @@ class DtypeRun:
         from bench.store import RunStore
 
         own = profile.model_copy(deep=True)
-        own.model.dtype = dtype
+        own.model.dtype, own.model.prune_dtype = dtype, "same"  # each dtype prunes in itself: the cost of a bf16 search
         self.dtype, self.method, self.folder = dtype, method, folder
         self.ctx = RunContext(own, RunStore(folder, reuse_other_code=True), data_dir, progress=False)
         self.subjects: dict = {}

@@ -33,9 +33,18 @@ class ModelSettings(Strict):
     # or keep bfloat16; each says so in one line (bench.dtype)
     bf16_fallback: Literal["float32", "refuse", "keep"] = "refuse"
     dtype_note: str | None = None  # written by the bench: why the run's dtype is not the profile's (run.json)
+    # the dtype the pruning step (bench.pruned: LaCo's search, every baseline's pruning, the pruning-time
+    # phase) loads the dense model in and prunes in, and its weights are saved in; every measurement then
+    # loads them in `dtype`. "same": `dtype`. The CPU profiles prune in float32: a LaCo search run in
+    # bfloat16 merges other layers than float32's (README, dtype)
+    prune_dtype: Literal["same", "float32", "float16", "bfloat16"] = "same"
     device: str = "cpu"
     device_map: Union[str, dict, None] = None
     trust_remote_code: bool = False
+
+    def pruning_dtype(self) -> str:
+        """The dtype the pruning step runs in: `prune_dtype`, or the run's dtype for "same"."""
+        return self.dtype if self.prune_dtype == "same" else self.prune_dtype
 
 
 class CalibrationSettings(Strict):

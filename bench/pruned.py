@@ -5,6 +5,13 @@ A saved model is reused only when what decides its weights is unchanged (method,
 dense model, calibration, dtype, device, seed and the code; with --reuse-results-from-other-code the
 code is left out) and its weight files still have the recorded digest. Otherwise its record, weights
 and results are forgotten before pruning again, so nothing of the older model can be read later.
+
+The pruning runs in the prune dtype (`[model] prune_dtype`; the CPU profiles: float32), and the weights
+are saved in it; the measurements load them in the run's dtype. So the settings' dtype is the prune
+dtype, and the run's dtype is in the dense model's fingerprint beside it; where the two differ, the
+model's identity names the dtype it is measured in, and a model measured in bf16 is not taken for the
+same weights measured in float32 (whose identity, like that of every run pruning in its own dtype, is
+what it was before prune_dtype existed).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ def prune_settings(method: MethodSettings, ctx: RunContext, dense_fp: str, calib
 
     m = ctx.profile.model
     return {"method": method.name, "params": dict(method.params), "target_ratio": resolve_target(method, ctx.store),
-            "dense": dense_fp, "calibration": calibration, "dtype": m.dtype, "device": m.device,
+            "dense": dense_fp, "calibration": calibration, "dtype": m.pruning_dtype(), "device": m.device,
             "device_map": m.device_map, "seed": ctx.profile.seed, "code": store.code_key()}
 
 
@@ -57,7 +64,7 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
     from laco.pruners import get_pruner
     from laco.saving import save_pruned
 
-    loaded = ctx.load_dense()
+    loaded = ctx.load_dense_to_prune()
     pruner = get_pruner(method.name)
     kwargs = pruner_arguments(pruner, settings, ctx)
     outcome = pruner(loaded, sentences, **kwargs)
@@ -66,16 +73,29 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
     folder = ctx.store.weights_dir(method.label)
     save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     weights = folder_weights_sha256(folder)
-    identity = fingerprint({"pruned": record["fingerprint"], "weights": weights})
+    identity = pruned_identity(record, weights, ctx.profile.model)
     prune_call = {"name": method.name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences}
     ctx.store.write_model({"key": method.label, "method": method.name, "fingerprint": identity, "record": record,
                            "saved": str(folder), "weights_sha256": weights, "point": method.point,
                            "prune_settings": settings, "prune_settings_hash": settings_hash(settings),
-                           "prune_call": prune_call, "code": settings["code"]})
+                           "prune_call": prune_call, "code": settings["code"], "dtypes": model_dtypes(record, ctx)})
     subject = Subject(method.label, method.name, identity, record, ctx.pruned_load_args(folder), folder=str(folder),
                       prune_call=prune_call)
-    subject.adopt(outcome.model, loaded.tokenizer)
+    if ctx.profile.model.pruning_dtype() == ctx.profile.model.dtype:  # else measured as saved, in the run's dtype
+        subject.adopt(outcome.model, loaded.tokenizer)
     return subject
+
+
+def pruned_identity(record: dict, weights: str, model) -> str:
+    """The pruned model as measured: its record, its weights, and the dtype it is measured in where that is
+    not the one it was pruned in (`model`: the profile's ModelSettings)."""
+    measured_in = {"measured_in": model.dtype} if model.pruning_dtype() != model.dtype else {}
+    return fingerprint({"pruned": record["fingerprint"], "weights": weights, **measured_in})
+
+
+def model_dtypes(record: dict, ctx: RunContext) -> dict:
+    """The dtype a model was pruned in (its record's; None for dense) and the one it is measured in."""
+    return {"pruned": record.get("dtype"), "measured": ctx.profile.model.dtype}
 
 
 def pruner_arguments(pruner, settings: dict, ctx: RunContext) -> dict:

@@ -4,7 +4,8 @@ Every pruner measures its own step and records it as `prune_seconds` (LaCo in ta
 search at the threshold the bisection chose, which is what the paper times). One timing on a shared
 machine is a point, not a measurement, and timings minutes apart measure the machine's drift as much
 as the method. So, after all models are pruned, every method prunes the dense model again in
-interleaved rounds (each from a fresh copy, with the same arguments and calibration texts), and
+interleaved rounds (each from a fresh copy in the prune dtype, `[model] prune_dtype`: float32 in the CPU
+profiles whatever dtype they measure in; with the same arguments and calibration texts), and
 round i of each method is paired with round i of the others. A re-pruning that does not give the
 same model (parameter count) is an error, not a timing.
 """
@@ -20,7 +21,7 @@ from bench.subject import Outcome
 def settings(ctx) -> dict:
     return {"source": "pruner record: prune_seconds (the pruning step alone)", "protocol": "interleaved rounds",
             "rounds": ctx.profile.pruning_time.repeats, "device": ctx.profile.model.device,
-            "dtype": ctx.profile.model.dtype}
+            "dtype": ctx.profile.model.pruning_dtype()}  # the prune dtype ([model] prune_dtype), not the measurements'
 
 
 class PruneTimer:
@@ -63,7 +64,7 @@ def timing(settings: dict, ctx) -> PruningTiming:
 def prune_again(call: dict, ctx, expected_parameters: int) -> float:
     from laco.pruners import get_pruner
 
-    outcome = get_pruner(call["name"])(ctx.load_dense(), call["sentences"], progress=False, **call["kwargs"])
+    outcome = get_pruner(call["name"])(ctx.load_dense_to_prune(), call["sentences"], progress=False, **call["kwargs"])
     after, seconds = outcome.record["parameters"]["after"], float(outcome.record["prune_seconds"])
     if after != expected_parameters:
         raise RuntimeError(f"pruning again gave {after} parameters, the run's model has {expected_parameters}")

@@ -32,7 +32,7 @@ from bench.context import RunContext
 from bench.dtype import settle_dtype
 from bench.parts import cache_model, failed_parts, origin
 from bench.profile import MethodSettings, Profile
-from bench.pruned import pruned_subject
+from bench.pruned import model_dtypes, pruned_subject
 from bench.results_cache import ResultsCache, cache_folder
 from bench.rounds import measure_phase
 from bench.store import RunStore, code_key, now, settings_hash
@@ -128,7 +128,8 @@ class Run:
                         self.ctx.dense_load_args(), folder=dense_folder(source))
         self.ctx.store.write_model({"key": "dense", "method": "dense", "fingerprint": dense.fingerprint, "record": {},
                                     "saved": None, "source": source.as_dict(),
-                                    "weights_sha256": source.sha256 or source.revision, "point": "dense"})
+                                    "weights_sha256": source.sha256 or source.revision, "point": "dense",
+                                    "dtypes": model_dtypes({}, self.ctx)})
         self.dense_fp = dense.fingerprint
         self.measure(dense, self.per_model)
         dense.release()
@@ -275,6 +276,7 @@ def result_doc(subject: Subject, name: str, settings: dict, digest: str, outcome
         "reason": outcome.reason,
         "settings": settings,
         "settings_hash": digest,
+        "dtypes": model_dtypes(subject.record, ctx),
         "provenance": {"libraries": library_versions(), "device": device_info(settings.get("device", "cpu")),
                        "seed": ctx.profile.seed, "git_commit": git_commit(), "started": started, "seconds": seconds},
         "values": outcome.values,

@@ -204,6 +204,8 @@ ROWS = [
     Bad("profile-missing-model-spec", bench("{ws}/no-spec.toml"), r"no-spec\.toml: missing key 'model\.spec'"),
     Bad("profile-method-not-registered", bench("{ws}/not-registered.toml"),
         r"methods\[0\]\.name: pruning method 'lacoo' is not registered \(did you mean 'laco'\?\)"),
+    Bad("profile-unknown-prune-dtype", bench("{ws}/prune-dtype.toml"),
+        r"prune-dtype\.toml: model\.prune_dtype: Input should be 'same', 'float32', 'float16' or 'bfloat16' \(got 'fp32'\)"),
     Bad("profile-not-toml", bench("{ws}/not-toml.toml"), r"not-toml\.toml: not valid TOML"),
     Bad("profile-missing", bench("{ws}/none.toml"), r"profile file not found: .*none\.toml"),
     Bad("profile-unknown-name", bench("smokee"), r"unknown profile 'smokee'; did you mean 'smoke'\?"),
@@ -329,6 +331,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "wrong-type.toml").write_text(quick.replace("window = 16", 'window = "big"'))
     (ws / "no-spec.toml").write_text(quick.replace(f'spec = "{tiny}"', 'dtype = "float32"'))
     (ws / "not-registered.toml").write_text(quick + '[[methods]]\nname = "lacoo"\n')
+    (ws / "prune-dtype.toml").write_text(quick.replace("[model]\n", '[model]\nprune_dtype = "fp32"\n'))
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
     (ws / "missing-model.toml").write_text(QUICK_PROFILE.format(spec=ws / "no-such-model"))
     # weights that a load would refuse: the refusal comes before any model loads

@@ -35,18 +35,13 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
     return "\n".join([
         f"# laco-bench report: run `{run.id}`",
         "",
-        f"Profile **{run.profile_name}**: {spec}, {model.get('dtype') or '-'}{_dtype_note(model)} on {where} "
+        f"Profile **{run.profile_name}**: {spec}, {_dtypes(model)} on {where} "
         f"({', '.join(f'{k} {v}' for k, v in device.items()) or '-'}).  ",
         f"Commit `{commit}` · wall time {_wall_time(meta.get('started'), meta.get('finished'))} · "
         f"seed {meta.get('seed', '-')} · machine probe: {probe_text(meta.get('probe'))}.",
         "",
         f"**{counts}** of {len(verdicts)} verdicts. Release gate (`laco gate`): **{gate_outcome(run, verdicts)}**.",
     ])
-
-
-def _dtype_note(model: dict) -> str:
-    """Why the run's dtype is not the profile's (a CPU without AMX, or --dtype), when it is not."""
-    return f" ({model['dtype_note']})" if model.get("dtype_note") else ""
 
 
 def probe_text(probe: dict | None) -> str:
@@ -63,7 +58,7 @@ def run_section(run: Run) -> str:
     libs = meta.get("libraries") or {}
     rows = [
         ["device", ", ".join(f"{k}={v}" for k, v in (meta.get("device") or {}).items()) or "-"],
-        ["dtype", "; ".join(x for x in ((run.profile.get("model") or {}).get(k) for k in ("dtype", "dtype_note")) if x) or "-"],
+        ["dtype", _dtypes(run.profile.get("model") or {})],
         ["started / finished", f"{meta.get('started') or '-'} / {meta.get('finished') or 'not finished'}"],
         ["wall time", _wall_time(meta.get("started"), meta.get("finished"))],
         *([["resumed", _resumed(run)]] if meta.get("resumed") else []),
@@ -73,6 +68,14 @@ def run_section(run: Run) -> str:
         ["machine probe", probe_text(meta.get("probe"))],
     ]
     return "\n".join(["## The run", "", details("Start and end, code, libraries, machine probe", table(rows, ["run", ""]))])
+
+
+def _dtypes(model: dict) -> str:
+    """The dtype measured in, the one pruned in ([model] prune_dtype; runs before it had none), and why
+    the dtype is not the profile's."""
+    dtype, prune_dtype = model.get("dtype"), model.get("prune_dtype")
+    pruned_in = f"pruned in {dtype if prune_dtype == 'same' else prune_dtype}" if prune_dtype else None
+    return "; ".join(x for x in (dtype, pruned_in, model.get("dtype_note")) if x) or "-"
 
 
 def _code_versions(run: Run, commits: list[str]) -> str:
