@@ -98,14 +98,16 @@ def test_the_two_dtypes_never_share_an_identity(runs):
 
 def test_run_json_and_the_report_header_show_both_dtypes(runs):
     from suites.evidence import load_run
-    from suites.report.overview import header
+    from suites.report.overview import header, run_section
 
     rows = {}
     for name, folder in runs.items():
         model = json.loads((folder / "run.json").read_text())["profile"]["model"]
         assert (model["prune_dtype"], model["dtype"]) == RUNS[name]
+        run = load_run(folder)
         rows[name] = {line.split("|")[1].strip(): line.split("|")[2].strip()
-                      for line in header(load_run(folder), []).splitlines() if line.startswith("| ")}["dtype"]
+                      for line in run_section(run).splitlines() if line.startswith("| ")}["dtype"]
+        assert f"{rows[name]} on cpu" in header(run, [])  # the first lines say it too
     assert rows["float32"] == "float32; pruned in float32"
     assert rows["bf16-pruned-in-float32"].startswith("bfloat16; pruned in float32; --dtype bfloat16")
     assert rows["bf16"].startswith("bfloat16; pruned in bfloat16; --dtype bfloat16")
