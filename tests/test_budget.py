@@ -83,6 +83,8 @@ def test_a_setting_that_cannot_fit_is_refused_before_the_model_loads(tmp_path, t
     assert lines[0].startswith("laco bench: error: perplexity.lm_eval_max_length needs about ")
     assert "attention 8 × 4 × 1048576² × 4 B = 1.31e+05 GiB" in lines[0]  # 2**47 bytes
     assert "more than this machine's memory" in lines[0]
-    assert seconds < 10 and not (tmp_path / "run").exists(), seconds
+    # before the load: the weights are not weights, so a load would have failed with another message;
+    # the seconds are printed for the note, not asserted (2-core machines vary 2-3x)
+    assert not (tmp_path / "run").exists()
     print(f"refused in {seconds:.1f} s: {lines[0]}")
     assert not any(Path(os.environ["LACO_RESULTS_CACHE"]).iterdir()), "nothing went into the shared cache"
