@@ -273,12 +273,14 @@ def test_the_report_header_shows_the_dtype_run_and_the_cpus_bf16_matmul():
     from pathlib import Path
 
     from suites.evidence import Run
-    from suites.report.overview import header
+    from suites.report.overview import header, run_section
 
     note = "float32 instead of bfloat16: this CPU has no AMX (only AVX512-BF16)"
     run = Run(Path("r"), {"profile": {"model": {"spec": "smollm2-135m", "dtype": "float32", "dtype_note": note}},
                           "device": {"device": "cpu", "bf16_matmul": "avx512_bf16"}}, {}, {})
-    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in header(run, []).splitlines()
+    first = header(run, [])  # the report's first lines
+    assert f"float32; {note} on cpu (bf16_matmul avx512_bf16)" in first
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in run_section(run).splitlines()
             if line.startswith("| ")}
     assert rows["dtype"] == f"float32; {note}"
     assert "bf16_matmul=avx512_bf16" in rows["device"]
