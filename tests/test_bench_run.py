@@ -123,7 +123,8 @@ def check_schema(run: Path, done: dict, profile) -> None:
     # the profile as run: the smoke profile's bfloat16 falls back to float32 on a CPU without AMX, noted
     ran, asked = copy.deepcopy(meta["profile"]), profile.model_dump()
     amx = "amx_bf16" in Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else False
-    assert ran["model"].pop("dtype") == (asked["model"].pop("dtype") if amx else "float32")
+    asked_dtype = asked["model"].pop("dtype")
+    assert ran["model"].pop("dtype") == (asked_dtype if amx else "float32")
     assert (ran["model"].pop("dtype_note") is None) == amx
     asked["model"].pop("dtype_note")
     assert ran == asked

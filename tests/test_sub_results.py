@@ -135,4 +135,6 @@ def test_failed_parts_are_recorded_the_others_kept_judged_and_only_the_failed_on
         assert list(acc["tasks"]) == ["piqa", "arc_easy"] and len(acc["items"]["arc_easy"]["doc_id"]) == 2
         assert {p["status"] for p in acc["parts"].values()} == {"ok"}
     assert json.loads((run / "run.json").read_text())["finished"] is not None
-    assert Figures(ev.load_run(run)).retention("laco").tasks == 2
+    # both tasks are there to judge (the tiny random model's Per. itself is left out: dense is at chance)
+    resumed = Figures(ev.load_run(run))
+    assert all(resumed.task_retention("laco", task).estimate >= 0 for task in ("piqa", "arc_easy"))
