@@ -41,23 +41,29 @@ def override_dtype(profile: Profile, dtype: str | None) -> None:
 
 def settle_dtype(profile: Profile) -> None:
     """Refuse, fall back to float32, or keep bfloat16, as the profile's bf16_fallback says, when a CPU run
-    asks for bfloat16 on a CPU where it is not fast (saying so in one line); else change nothing."""
+    asks for bfloat16 on a CPU where it is not fast, for measuring (`dtype`) and for pruning (an explicit
+    `prune_dtype`), saying so in one line each; else change nothing."""
     model = profile.model
     on_cpu = model.device == "cpu" and model.device_map is None
-    have = provenance.bf16_matmul()
-    if model.dtype != "bfloat16" or not on_cpu or have in FAST_BF16_MATMUL:
+    if not on_cpu or provenance.bf16_matmul() in FAST_BF16_MATMUL:
         return
+    for field, step in (("dtype", "bfloat16"), ("prune_dtype", "bfloat16 pruning ([model] prune_dtype)")):
+        if getattr(model, field) == "bfloat16":
+            _settle_slow_bf16(model, field, step)
+
+
+def _settle_slow_bf16(model, field: str, step: str) -> None:
     why = f"this CPU has no AMX ({flags_read()}), where bfloat16 runs slower than float32"
     if model.bf16_fallback == "refuse":
-        raise LacoError(f"bfloat16 asked, but {why}; the profile's [model] bf16_fallback is \"refuse\" "
+        raise LacoError(f"{step} asked, but {why}; the profile's [model] bf16_fallback is \"refuse\" "
                         "(run with --dtype float32, or set bf16_fallback = \"float32\")")
     if model.bf16_fallback == "keep":
-        note = f"bfloat16 kept although {why}"
+        note = f"{step} kept although {why}"
         if note in (model.dtype_note or ""):  # said once
             return
     else:
-        note = f"float32 instead of bfloat16: {why} ([model] bf16_fallback = \"float32\")"
-        model.dtype = "float32"
+        note = f"float32 instead of {step}: {why} ([model] bf16_fallback = \"float32\")"
+        setattr(model, field, "float32")
     model.dtype_note = "; ".join(filter(None, [model.dtype_note, note]))
     print(f"laco bench: {note}", file=sys.stderr)
 

@@ -70,6 +70,7 @@ class RunStore:
         old = read_json(self.root / "run.json") or {}
         code = code_key()
         history = list(old.get("code_history", []))
+        probe = machine_probe(device)  # this machine's speed now: compare/history normalise rates by it
         if not history or not same_code(history[-1], code):
             history.append({**code, "since": now()})
         run = {
@@ -84,7 +85,10 @@ class RunStore:
             "reuse_other_code": self.reuse_other_code,
             "libraries": library_versions(),
             "device": device_info(device),
-            "probe": machine_probe(device),  # this machine's speed now: compare/history normalise rates by it
+            # the first segment's probe stays the run's (a resume must not re-normalise what was measured
+            # before it); every segment's probe is kept beside it
+            "probe": old.get("probe") or probe,
+            "probes": old.get("probes", [old["probe"]] if old.get("probe") else []) + [{**probe, "at": now()}],
             "seed": seed,
             "data_dir": data_dir,
         }

@@ -106,6 +106,19 @@ def test_run_json_records_the_machine_probe_of_the_run(tmp_path):
     assert probe["fp32_gflops"] > 0 and probe["bf16_gflops"] > 0 and probe["memory_gbps"] > 0
 
 
+def test_a_resumed_run_keeps_its_first_probe_and_lists_every_segments(tmp_path, monkeypatch):
+    """Results measured before a resume were measured at the first segment's speed: a resume adds its probe
+    to `probes` and leaves `probe` (what compare and history normalise by) as it was."""
+    from bench import store as store_module
+    rates = iter([10.0, 30.0])
+    monkeypatch.setattr(store_module, "machine_probe", lambda device: {"fp32_gflops": next(rates), "device": device})
+    store = RunStore(tmp_path)
+    store.start("p", {"a": 1}, data_dir=None, seed=0, device="cpu")
+    again = store.start("p", {"a": 1}, data_dir=None, seed=0, device="cpu")
+    assert again["probe"] == {"fp32_gflops": 10.0, "device": "cpu"}
+    assert [p["fp32_gflops"] for p in again["probes"]] == [10.0, 30.0]
+
+
 # -- the measurements ----------------------------------------------------------------------------
 def test_window_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     class Uniform(torch.nn.Module):

@@ -80,6 +80,24 @@ def test_without_amx_a_refusing_profile_is_refused(monkeypatch):
     assert profile.model.dtype == "bfloat16" and profile.model.dtype_note is None
 
 
+def test_without_amx_a_bf16_prune_dtype_follows_the_fallback_too(monkeypatch, capsys):
+    """An explicit `prune_dtype = "bfloat16"` on a CPU without AMX is settled like `dtype`: never slow unsaid."""
+    fake_cpu(monkeypatch, COOPER_LAKE)
+    profile = parse_profile({"model": {"spec": "smollm2-135m", "dtype": "float32", "prune_dtype": "bfloat16",
+                                       "bf16_fallback": "float32"}})
+    settle_dtype(profile)
+    assert (profile.model.dtype, profile.model.prune_dtype, profile.model.pruning_dtype()) == ("float32",) * 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("laco bench: float32 instead of bfloat16 pruning ([model] prune_dtype): this CPU has no AMX")
+    refusing = parse_profile({"model": {"spec": "smollm2-135m", "prune_dtype": "bfloat16"}})
+    with pytest.raises(LacoError, match=r"^bfloat16 pruning \(\[model\] prune_dtype\) asked, but this CPU has no AMX"):
+        settle_dtype(refusing)
+    fake_cpu(monkeypatch, SAPPHIRE_RAPIDS)
+    fast = parse_profile({"model": {"spec": "smollm2-135m", "prune_dtype": "bfloat16"}})
+    settle_dtype(fast)
+    assert fast.model.pruning_dtype() == "bfloat16" and fast.model.dtype_note is None
+
+
 def test_without_amx_a_keeping_profile_runs_bf16_and_says_it_is_slow(monkeypatch, capsys):
     fake_cpu(monkeypatch, ICE_LAKE)
     profile = bf16_profile(bf16_fallback="keep")
