@@ -32,6 +32,28 @@ CODE = {"version": "0.1.0", "commit": "0" * 40, "source_digest": "code0000", "li
 DENSE_PARAMS = 134_515_008
 PROBE = {"fp32_gflops": 60.0, "bf16_gflops": 12.0, "memory_gbps": 9.0, "device": "cpu", "seconds": 2.0}  # bench/probe.py
 
+# Profiles of real `laco bench` runs on a tiny model, for the tests that run the command (their `{spec}`
+# is the model folder): perplexity of one 16-token window alone, and small settings of two measurements.
+QUICK_PROFILE = """measurements = ["perplexity"]
+[model]
+spec = "{spec}"
+[perplexity]
+window = 16
+n_windows = 1
+batch_size = 1
+lm_eval_wikitext = false
+"""
+SMALL_SETTINGS = """
+[perplexity]
+window = 64
+n_windows = 2
+batch_size = 2
+lm_eval_wikitext = false
+
+[accuracy]
+batch_size = 2
+"""
+
 
 def _seed(*parts: str) -> int:
     return int.from_bytes(json.dumps(parts).encode()[:8].ljust(8, b"\0"), "little") % (2**32) ^ len("".join(parts))

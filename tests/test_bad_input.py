@@ -22,18 +22,10 @@ from typing import Callable
 import pytest
 
 from laco.cli import main
+from run_fixtures import QUICK_PROFILE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("LACO_DATA_DIR") or ROOT.parent / "shared" / "data")
-QUICK_PROFILE = """measurements = ["perplexity"]
-[model]
-spec = "{spec}"
-[perplexity]
-window = 16
-n_windows = 1
-batch_size = 1
-lm_eval_wikitext = false
-"""
 
 
 @dataclass

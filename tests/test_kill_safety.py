@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from laco.faults import ENV as KILL_AT
+from run_fixtures import SMALL_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLED = -signal.SIGKILL  # the return code of a process that SIGKILL stopped
@@ -178,15 +179,7 @@ params = {{ merge = "paper", C = 3, T = 0.3 }}
 name = "shortgpt"
 target = "match:laco"
 
-[perplexity]
-window = 64
-n_windows = 2
-batch_size = 2
-lm_eval_wikitext = false
-
-[accuracy]
-batch_size = 2
-
+{SMALL_SETTINGS}
 [accuracy.tasks]
 piqa = {{ limit = 2 }}
 

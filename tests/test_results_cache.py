@@ -16,6 +16,7 @@ from bench import runner
 from bench.profile import parse_profile
 from bench.results_cache import ResultsCache
 from laco.cli import main
+from run_fixtures import SMALL_SETTINGS
 from test_kill_safety import laco_env, snapshot
 
 PROFILE = """
@@ -24,16 +25,7 @@ measurements = {measurements}
 
 [model]
 spec = "{spec}"
-
-[perplexity]
-window = 64
-n_windows = 2
-batch_size = 2
-lm_eval_wikitext = false
-
-[accuracy]
-batch_size = 2
-
+""" + SMALL_SETTINGS + """
 [accuracy.tasks]
 piqa = {{ limit = {piqa} }}
 arc_easy = {{ limit = {arc}, num_fewshot = 1 }}

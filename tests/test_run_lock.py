@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from run_fixtures import QUICK_PROFILE
 from test_kill_safety import KILLED, bench_profile, laco, laco_env, snapshot
 
 PER_MODEL = {"dense/perplexity", "dense/flops", "dense/accuracy", "laco/perplexity", "laco/flops", "laco/accuracy",
@@ -145,17 +146,6 @@ def test_wait_waits_for_the_writer_and_a_writer_waits_for_a_reader(tmp_path, cap
                      "since 2026-01-01T00:00:00+00:00 (laco bench): that process is gone"), taken
 
 
-QUICK = """measurements = ["perplexity"]
-[model]
-spec = "{spec}"
-[perplexity]
-window = 16
-n_windows = 1
-batch_size = 1
-lm_eval_wikitext = false
-"""
-
-
 def holder_pid(run: Path) -> int | None:
     try:
         return json.loads((run / "lock.json").read_text())["pid"]
@@ -168,7 +158,7 @@ def test_wait_with_real_processes_the_writer_after_the_holder_and_the_reader_aft
     """`laco bench --wait` on a folder another process holds starts only once it is released, and
     `laco report --wait` of a run being written reads it only once the writer is done: both exit 0."""
     profile, run = tmp_path / "quick.toml", tmp_path / "run"
-    profile.write_text(QUICK.format(spec=tiny_folder))
+    profile.write_text(QUICK_PROFILE.format(spec=tiny_folder))
     holder = hold(run, "writing", 4)
     t0 = time.monotonic()
     writer = start(["bench", "--profile", profile, "--out", run, "--data-dir", data_dir, "--quiet", "--wait"], tmp_path,
