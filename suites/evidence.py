@@ -72,6 +72,7 @@ class Model:
     saved: str | None
     weights: str | None = None  # digest of the saved weight files
     point: str | None = None  # the ratio point of the profile this model belongs to
+    source: dict = field(default_factory=dict)  # what it was loaded or pruned from (laco.loading.ModelSource)
 
     @property
     def pruning_ratio(self) -> float | None:
@@ -95,6 +96,12 @@ class Run:
     @property
     def profile(self) -> dict:
         return self.meta.get("profile") or {}
+
+    @property
+    def synthetic(self) -> dict | None:
+        """What the model is when it is a shaped stand-in with seeded random weights (laco.synthetic:
+        "speed and memory only"), else None."""
+        return next((m.source["synthetic"] for m in self.models.values() if m.source.get("synthetic")), None)
 
     @property
     def profile_name(self) -> str:
@@ -153,8 +160,9 @@ def load_run(path: str | Path) -> Run:
     for file in sorted((path / "models").glob("*.json")):
         d = _read_json(file)
         key = d.get("key") or file.stem
-        models[key] = Model(key, d.get("method", key), d.get("fingerprint", ""), d.get("record") or {}, d.get("saved"),
-                            d.get("weights_sha256"), d.get("point"))
+        record = d.get("record") or {}
+        models[key] = Model(key, d.get("method", key), d.get("fingerprint", ""), record, d.get("saved"),
+                            d.get("weights_sha256"), d.get("point"), d.get("source") or record.get("source") or {})
     order = [m.get("label") for m in (meta.get("profile") or {}).get("methods", [])]
     models = dict(sorted(models.items(), key=lambda kv: _model_order(kv[1], order)))
     results: dict[str, dict[str, Measurement]] = {}

@@ -40,6 +40,9 @@ RETENTION = {  # the statistic of a retention claim on the average, and its defi
     "accuracy.average_above_chance": ("above_chance", "(avg − chance) / (dense avg − chance)"),
 }
 CHANCE_KINDS = ("retention", "above-chance")  # the kinds that leave out benchmarks where dense is at chance
+# what a model with seeded random weights (synthetic:NAME) cannot speak to: its verdicts read "not at the
+# claim's conditions"; speed, memory and loading are judged as for any model
+QUALITY_METRICS = ("accuracy.", "perplexity.")
 
 
 class Judge:
@@ -103,6 +106,8 @@ class Judge:
     # -- conditions -----------------------------------------------------------------------------
     def outside_conditions(self, claim: Claim, subject: str) -> str:
         """Why the subject is not at the claim's conditions ('' when it is, or the claim states none)."""
+        if self.run.synthetic and claim.metric.startswith(QUALITY_METRICS):
+            return f"{self.run.synthetic.get('note', 'synthetic weights')}: seeded random weights have no quality to judge"
         cond = claim.conditions
         if cond.ratio is None:
             return ""

@@ -72,7 +72,9 @@ def test_second_writer_stops_and_a_killed_holder_is_taken_over(tiny_folder, tmp_
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
         assert f"pid {first.pid} on host {holder['host']} since {holder['started']}" in lines[0], lines[0]
-        assert lines[0].startswith(f"laco {command}: error: run folder {run} ") and seconds < 5, (seconds, lines[0])
+        # refused, not waiting: the first writer still runs (asserted above); the seconds are printed, not
+        # asserted (a loaded 2-core machine takes 1-8 s to start the interpreter)
+        assert lines[0].startswith(f"laco {command}: error: run folder {run} "), lines[0]
         print(f"second {command}: exit {proc.returncode} after {seconds:.2f} s: {lines[0]}")
     assert not (tmp_path / "reports").exists()
     out, err = first.communicate(timeout=900)

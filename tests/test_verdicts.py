@@ -471,3 +471,33 @@ def test_a_depth_pruned_speedup_over_a_width_baseline_is_bounded_by_the_layer_ra
     _, verdicts = verdicts_of(tmp_path / "b", models)
     row = next(r for r in by_claim(verdicts)["laco-throughput-above-baselines"].rows if r.other == "llm-pruner")
     assert row.status == INCONCLUSIVE and row.flags[0].startswith("implausible: noise")
+
+
+def test_a_run_on_synthetic_weights_judges_speed_and_memory_and_no_quality(tmp_path):
+    """A shaped stand-in (laco.synthetic) has seeded random weights: every accuracy and perplexity claim reads
+    "not at the claim's conditions"; memory, speed and loading are judged exactly as on the same figures from
+    real weights, and the report's first lines say what the weights are."""
+    real = good_models()
+    synthetic = good_models()
+    for spec in synthetic.values():
+        if "record" in spec:
+            spec["record"] = {**spec["record"], "source": {
+                **spec["record"]["source"], "model_id": "synthetic:llama2-7b", "kind": "synthetic",
+                "synthetic": {"synthetic": True, "note": "synthetic weights: speed and memory only",
+                              "name": "llama2-7b", "config_source": "a config", "tokenizer": {"vocab_size": 32000}}}}
+    _, before = verdicts_of(tmp_path / "real", real)
+    run, after = verdicts_of(tmp_path / "synthetic", synthetic)
+    assert run.synthetic["name"] == "llama2-7b"
+    quality = {key for key, v in before.items() if v.claim.metric.startswith(("accuracy.", "perplexity."))}
+    assert {v.claim.metric.split(".")[0] for key, v in before.items() if key in quality} == {"accuracy", "perplexity"}
+    for key, verdict in after.items():
+        statuses = [row.status for row in verdict.rows]
+        if key in quality:
+            assert statuses == [NOT_AT_CONDITIONS], (key, statuses)
+            assert "synthetic weights: speed and memory only" in verdict.rows[0].note
+        else:
+            assert statuses == [row.status for row in before[key].rows], key
+    assert any(before[key].rows[0].status == PASS for key in quality)  # the same figures on real weights are judged
+    from suites.report.overview import header
+    first = header(run, list(after.values()))
+    assert "**synthetic weights: speed and memory only**" in first and "cut to 32,000 tokens" in first

@@ -37,6 +37,7 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         "",
         f"Profile **{run.profile_name}**: {spec}, {_dtypes(model)} on {where} "
         f"({', '.join(f'{k} {v}' for k, v in device.items()) or '-'}).  ",
+        *synthetic_line(run),
         f"Commit `{commit}` · wall time {_wall_time(meta.get('started'), meta.get('finished'))} · "
         f"seed {meta.get('seed', '-')} · machine probe: {probe_text(meta.get('probe'))}.",
         "",
@@ -126,11 +127,18 @@ def _resumed(run: Run) -> str:
 
 
 def _source_model(run: Run) -> str:
-    for m in run.models.values():
-        source = m.record.get("source") or {}
-        if source.get("model_id"):
-            return source["model_id"]
-    return "-"
+    return next((m.source["model_id"] for m in run.models.values() if m.source.get("model_id")), "-")
+
+
+def synthetic_line(run: Run) -> list[str]:
+    """The first screen's warning for a shaped stand-in: its figures are of speed and memory alone."""
+    synthetic = run.synthetic
+    if not synthetic:
+        return []
+    vocab = (synthetic.get("tokenizer") or {}).get("vocab_size")
+    return [f"**{synthetic.get('note', 'synthetic weights')}**: seeded random weights at the shape of "
+            f"`{synthetic.get('name', '?')}` ({synthetic.get('config_source', 'source not recorded')}), the embedded "
+            f"tokenizer{f' cut to {vocab:,} tokens' if vocab else ''}; no accuracy or perplexity claim is judged.  "]
 
 
 def at_conditions(run: Run, judge: Judge, claims: Claims) -> tuple[dict[str, bool], str]:
