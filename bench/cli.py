@@ -1,4 +1,4 @@
-"""`laco bench --profile NAME [--out runs/ID] [--data-dir DIR]`: run or resume a profile."""
+"""`laco bench --profile NAME [--out runs/ID] [--data-dir DIR] [--plan]`: plan, then run or resume a profile."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="run in this dtype instead of the profile's [model] dtype (recorded in run.json)")
     p.add_argument("--list", action="store_true", help="list the shipped profiles and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the run's plan (per model and step: peak memory, disk written, FLOPs, estimated time) "
+                        "and exit, loading no weights and writing nothing; every run prints it first")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--reuse-results-from-other-code", action="store_true",
                    help="keep results measured by another version of the code (the report marks them); "
@@ -54,17 +57,19 @@ def bench_main(argv: list[str]) -> int:
     out = Path(args.out or Path("runs") / profile_path(args.profile)[0])
     if out.exists() and not out.is_dir():
         raise LacoError(f"run directory exists and is not a folder: {out}")
-    if not args.wait:  # a second writer stops before anything slow is imported
+    if not (args.wait or args.plan):  # a second writer stops before anything slow is imported
         lock.refuse_if_written(out, "laco bench")
     name, profile = load_profile(args.profile)
     override_dtype(profile, args.dtype)
     data_dir = resolve_data_dir(args.data_dir)
 
-    from bench.budget import check_budget
+    plan_first(profile, out, data_dir, run=not args.plan)
+    if args.plan:
+        return 0
+
     from bench.runner import run_profile
     from bench.summary import summary_table
 
-    check_budget(profile)  # a setting that cannot fit in memory: refused before anything loads
     created = not out.exists()
     with lock.writing(out, "laco bench", wait=args.wait):
         try:
@@ -80,6 +85,22 @@ def bench_main(argv: list[str]) -> int:
     for failure in failures:
         print(f"FAILED {failure}")
     return 1 if failures else 0
+
+
+def plan_first(profile, out: Path, data_dir: str | None, *, run: bool) -> None:
+    """Print the run's plan; before a run, refuse a setting that cannot fit in memory and pruned copies that
+    cannot fit on the run folder's disk, before anything loads or is written."""
+    from bench.budget import check_budget
+    from bench.dtype import settle_dtype
+    from bench.plan import check_disk, make_plan
+
+    settle_dtype(profile)  # the plan sizes the dtype the run measures in
+    if run:
+        check_budget(profile)
+    plan = make_plan(profile, out, data_dir)
+    print(plan.table(), flush=True)
+    if run:
+        check_disk(plan, out)
 
 
 def resolve_data_dir(given: str | None) -> str | None:

@@ -257,6 +257,15 @@ def results_before(tmp: Path, monkeypatch) -> None:
     run_with_results(tmp)
 
 
+def disk_of_1kb(tmp: Path, monkeypatch) -> None:
+    """The run folder's filesystem has 1 kB free (bench.plan reads it through shutil.disk_usage)."""
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+
+
 HELD = r"run folder run is (in use|being written) by pid \d+ on host \S+ since \S+ \(holder\); "
 ROWS += [
     Bad("second-writer", bench("{ws}/quick.toml"), HELD + r"laco bench stops \(pass --wait to wait for it\)",
@@ -269,6 +278,8 @@ ROWS += [
     Bad("over-memory-accuracy", bench("{ws}/huge-accuracy.toml"),
         r"accuracy\.max_length needs about 1\.31e\+05 GiB of memory \(lm-eval, 8 requests of up to 1048576 tokens: "
         r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
+    Bad("over-disk-pruned-copies", bench("{ws}/pruned-copies.toml"),
+        r"this profile needs \d.* [km]B of disk for pruned copies, 1 kB free at .*work$", prepare=disk_of_1kb),
     Bad("over-memory-generation", bench("{ws}/huge-generation.toml"),
         r"throughput\.input_len needs about 1\.64e\+04 GiB of memory \(1 × \(1048576 \+ 8\) tokens: .*KV cache .*\), "
         r"more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
@@ -323,6 +334,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "wrong-type.toml").write_text(quick.replace("window = 16", 'window = "big"'))
     (ws / "no-spec.toml").write_text(quick.replace(f'spec = "{tiny}"', 'dtype = "float32"'))
     (ws / "not-registered.toml").write_text(quick + '[[methods]]\nname = "lacoo"\n')
+    (ws / "pruned-copies.toml").write_text(quick + '[[methods]]\nname = "shortgpt"\ntarget = 0.25\n')
     (ws / "prune-dtype.toml").write_text(quick.replace("[model]\n", '[model]\nprune_dtype = "fp32"\n'))
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
     (ws / "missing-model.toml").write_text(QUICK_PROFILE.format(spec=ws / "no-such-model"))

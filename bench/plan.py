@@ -1,0 +1,337 @@
+"""The plan of a run, made before anything loads: per model and step, the peak memory, the disk written,
+the FLOPs and the time they take at this machine's measured rates; and the refusal of a run whose
+pruned copies cannot fit on the run folder's disk.
+
+Every figure comes from what the project already computes, on the model's config alone:
+- peak memory of a measurement: its estimate (`bench.budget`), the dense model's for every model (a
+  pruned model holds less); of a prune: the method's declared formula (`laco.pruners.memory_need`) on
+  the model's shape and calibration batch (`laco.stream.plan.model_shape`), resident, as the bench
+  prunes; the interpreter comes on top of both;
+- disk written: a pruned copy's weights, the dense weights in the prune dtype times the parameters a
+  ratio target keeps (the pruned count is known only after pruning; without a ratio: the dense size);
+- FLOPs: torch's count on the meta device (`bench.flops.count_flops`) of each measurement's workload,
+  a pruned model's scaled by the parameters it keeps;
+- time: FLOPs / the matmul rate of the machine probe (`bench.probe`) plus, for a prune, its weights /
+  the disk's write rate, timed by a short write and fsync beside the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from laco.memory import format_size
+
+DISK_PROBE_BYTES = 64 << 20
+PROBE_BUDGET_S = 0.1  # per probe workload: the plan prints in about a second
+ITEM_TOKENS = 512  # assumed per accuracy item: lm-eval scores each choice as its own request
+NOT_READ = "?"
+NO_FOLDER = "no local folder yet: a GGUF or synthetic model is made by its first load, a hub model is downloaded by it"
+
+
+@dataclass
+class Step:
+    model: str
+    step: str
+    memory: int | None = None  # bytes at the peak, beside the interpreter
+    disk: int = 0  # bytes written to the run folder
+    flops: float | None = None
+    seconds: float | None = None
+
+
+@dataclass
+class Plan:
+    steps: list[Step]
+    memory_bound: tuple[int, str] | None  # (bytes, what) the measurements' estimates are checked against
+    disk_free: int
+    disk_at: Path  # the run folder's nearest existing parent, whose filesystem takes the copies
+    rates: dict  # the probe's figures and the disk's write rate (GB/s)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def disk_needed(self) -> int:
+        return sum(s.disk for s in self.steps)
+
+    def table(self) -> str:
+        from tabulate import tabulate
+
+        rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), duration(s.seconds)]
+                for s in self.steps]
+        known = [s.memory for s in self.steps if s.memory is not None]
+        rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", size(self.disk_needed),
+                     count(total(s.flops for s in self.steps)), duration(total(s.seconds for s in self.steps))])
+        bound = f"{size(self.memory_bound[0])} ({self.memory_bound[1]})" if self.memory_bound else "not known here"
+        lines = [tabulate(rows, headers=["model", "step", "peak memory", "disk written", "FLOPs", "est. time"]),
+                 f"bounds: memory {bound}; disk {size(self.disk_free)} free at {self.disk_at}",
+                 *(f"- {note}" for note in self.notes)]
+        return "\n".join(lines)
+
+
+def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
+    """The plan of `profile` run into `out`; nothing is written and no weights are loaded."""
+    from bench.budget import memory_limit
+    from bench.probe import measure
+
+    m = profile.model
+    at = existing_parent(out)
+    device = "cuda" if m.device_map else m.device
+    rates = {**measure(device, PROBE_BUDGET_S), "disk_gbps": disk_write_rate(at)}
+    plan = Plan([], memory_limit(m.device, m.device_map), shutil.disk_usage(at).free, at, rates)
+    model = Sizing(profile, data_dir, plan.notes)
+    plan.steps += [model.measurement("dense", name, 1.0) for name in measured("dense", profile)]
+    for method in profile.methods:
+        ratio = target_ratio(method, profile.methods)
+        kept = 1.0 if ratio is None else 1 - ratio
+        prune = model.prune(method, ratio, kept)
+        plan.steps += [prune, *(model.measurement(method.label, name, kept, prune)
+                                for name in measured(method.label, profile))]
+    for step in plan.steps:
+        step.seconds = model.seconds(step, rates)
+    plan.notes += model.notes_of(rates)
+    return plan
+
+
+def measured(key: str, profile) -> list[str]:
+    from bench.runner import measurements_of
+
+    return [n for n in measurements_of(key, profile) if not (key == "dense" and n == "pruning_time")]
+
+
+def target_ratio(method, methods) -> float | None:
+    """The ratio a method prunes to: its own, or the one it matches (that method's target, as planned)."""
+    target = method.target if method.target is not None else method.params.get("target_ratio")
+    if isinstance(target, str):
+        other = next(m for m in methods if m.label == target.removeprefix("match:"))
+        return target_ratio(other, methods)
+    return target
+
+
+class Sizing:
+    """The model's figures, read once from its config: measurement estimates, prune formulas, FLOPs."""
+
+    def __init__(self, profile, data_dir: str | None, notes: list[str]):
+        self.profile, self.data_dir, self.notes = profile, data_dir, notes
+        self.shape, self.meta, self.why_not = None, None, ""
+        self._prune_shapes: dict[int, object] = {}
+        self._flops: dict[tuple, float] = {}
+        try:
+            self.folder = prepared_folder(profile.model.spec, profile.model.revision)
+            self.read_config()
+        except Exception as exc:  # noqa: BLE001  (a model the plan cannot size: the run's own checks say why)
+            self.folder, self.why_not = None, first_line(exc)
+        if self.folder is None:
+            why = self.why_not or NO_FOLDER
+            self.notes.append(f"{NOT_READ}: the model's config is not read here ({why})")
+
+    def read_config(self) -> None:
+        import json
+
+        from bench.budget import shape_of
+        from laco.memory import meta_model
+
+        if self.folder is None:
+            return
+        config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+        self.shape = shape_of(config)
+        from transformers import AutoConfig
+
+        self.meta = meta_model(AutoConfig.from_pretrained(self.folder, trust_remote_code=self.profile.model.trust_remote_code),
+                               trust_remote_code=self.profile.model.trust_remote_code)
+
+    def measurement(self, key: str, name: str, kept: float, prune: Step | None = None) -> Step:
+        if name == "pruning_time":  # the method prunes the dense model again, `repeats` times
+            again = None if prune.flops is None else prune.flops * self.profile.pruning_time.repeats
+            return Step(key, name, prune.memory, 0, again)
+        flops = self.workload_flops(name)
+        return Step(key, name, self.measurement_memory(name), 0, None if flops is None else flops * kept)
+
+    def measurement_memory(self, name: str) -> int | None:
+        from bench.budget import DTYPE_BYTES, ESTIMATES
+
+        if name == "flops":
+            return 0  # the meta device holds no tensors
+        if self.shape is None or name not in ESTIMATES:
+            return None
+        found = ESTIMATES[name](self.profile, self.shape, DTYPE_BYTES.get(self.profile.model.dtype, 4))
+        return max((e.bytes for e in found), default=None)
+
+    def prune(self, method, ratio: float | None, kept: float) -> Step:
+        from laco.pruners import memory_need
+
+        shape = self.prune_shape(method)
+        if shape is None:
+            return Step(method.label, "prune")
+        params = {**method.params, **({"target_ratio": ratio} if ratio is not None else {})}
+        parts = memory_need(method.name, shape, streamed=False, **params)
+        forward = self.count(shape.batch, shape.seq, 1, "prefill")  # the calibration batch, once
+        flops = None if forward is None else forward * shape.n_layers
+        return Step(method.label, "prune", None if parts is None else sum(parts.values()), int(shape.weight_bytes * kept),
+                    flops)
+
+    def prune_shape(self, method):
+        """The dense model's shape in the prune dtype with the method's calibration batch (None: not read)."""
+        from laco.stream.plan import model_shape
+
+        calibration = method.calibration or self.profile.calibration
+        if self.folder is None:
+            return None
+        if id(calibration) not in self._prune_shapes:
+            try:
+                from bench.calibration import calibration_texts
+
+                sentences, _ = calibration_texts(calibration, self.data_dir, self.profile)
+                m = self.profile.model
+                self._prune_shapes[id(calibration)] = model_shape(str(self.folder), m.pruning_dtype(), sentences,
+                                                                  m.trust_remote_code)
+            except Exception as exc:  # noqa: BLE001  (the run's own check of the calibration says what is wrong)
+                self._prune_shapes[id(calibration)] = None
+                self.notes.append(f"{NOT_READ}: the calibration of {method.label} is not read here ({first_line(exc)})")
+        return self._prune_shapes[id(calibration)]
+
+    def workload_flops(self, name: str) -> float | None:
+        """FLOPs of one model's measurement `name` (see the notes for what each counts)."""
+        p = self.profile
+        if name == "flops":
+            return 0.0  # counted on the meta device, as here
+        if name == "perplexity":
+            w = p.perplexity
+            return None if w.n_windows is None else self.count(1, w.window, 1, "prefill") * w.n_windows
+        if name == "accuracy":
+            limits = [t.limit for t in p.accuracy.tasks.values()]
+            if not limits or None in limits:
+                return None
+            return self.count(1, ITEM_TOKENS, 1, "prefill") * sum(limits)
+        if name == "memory":
+            g = p.memory
+            return self.count(g.batch_size, g.prompt_len, g.new_tokens, "workload")
+        t = p.throughput  # throughput_hf, throughput_vllm: every round and warm-up runs the workload
+        return self.count(t.batch_size, t.input_len, t.output_len, "workload") * (t.rounds + t.warmup)
+
+    def count(self, batch: int, tokens: int, new: int, part: str) -> float | None:
+        from bench.flops import count_flops
+
+        if self.meta is None:
+            return None
+        if (batch, tokens, new) not in self._flops:
+            counted = count_flops(self.meta, batch, tokens, new)
+            self._flops[(batch, tokens, new)] = (counted["prefill"]["flops"], counted["workload_flops"])
+        prefill, workload = self._flops[(batch, tokens, new)]
+        return prefill if part == "prefill" else workload
+
+    def seconds(self, step: Step, rates: dict) -> float | None:
+        """FLOPs at the probe's matmul rate in the step's dtype, and a prune's weights at the disk's rate."""
+        m = self.profile.model
+        dtype = m.pruning_dtype() if step.step in ("prune", "pruning_time") else m.dtype
+        rate = rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
+        if step.flops is None or not rate:
+            return None
+        writing = step.disk / (rates["disk_gbps"] * 1e9) if step.disk and rates.get("disk_gbps") else 0.0
+        return step.flops / (rate * 1e9) + writing
+
+    def notes_of(self, rates: dict) -> list[str]:
+        p = self.profile
+        probe = (f"fp32 {rates['fp32_gflops']:.3g}, bf16 {rates['bf16_gflops']:.3g} GFLOP/s" if "fp32_gflops" in rates
+                 else f"no matmul rate ({rates.get('error')})")
+        disk = f"{rates['disk_gbps']:.3g} GB/s" if rates.get("disk_gbps") else "not measured"
+        return [
+            "peak memory: the measurement's estimate (bench.budget) for the dense model, also beside each pruned "
+            "model (which holds less); a prune: its method's formula (laco.pruners.memory_need), resident; the "
+            "interpreter comes on top; the total: the largest peak, the sums of the rest",
+            "disk written: a pruned copy's weights = the dense weights in the prune dtype x (1 - the target ratio); "
+            "a method without a ratio target (or matching one without) is counted at the dense size",
+            f"FLOPs: bench.flops.count_flops of each workload on the meta device (logits of the last position only); "
+            f"perplexity {p.perplexity.n_windows} windows of {p.perplexity.window} tokens (lm-eval's wikitext not "
+            f"counted); accuracy {ITEM_TOKENS} tokens an item assumed; a prune: one forward of its calibration batch per "
+            "layer (a search's most); a pruned model's: the dense model's x the parameters kept; ? where unknown",
+            f"est. time: FLOPs at the probe's matmul rate ({probe}), a prune's weights at the disk's write rate "
+            f"({disk}): a lower bound, the elementwise work and the loads left out",
+        ]
+
+
+def prepared_folder(spec: str, revision: str | None) -> Path | None:
+    """The local folder a model loads from when it is already there; None when a load would make or fetch it."""
+    from laco.cache import cache_root
+    from laco.loading import resolve
+
+    source = resolve(spec, revision)
+    if source.kind in ("embedded", "gguf"):
+        folder = cache_root() / "gguf" / source.sha256[:16]
+    elif source.kind == "synthetic":
+        from laco.synthetic import folder_of, parse
+
+        folder = folder_of(parse(spec))
+    else:
+        folder = Path(source.path) if source.path else None
+    return folder if folder is not None and (folder / "config.json").is_file() else None
+
+
+def existing_parent(path: Path) -> Path:
+    """`path`, or its nearest parent that exists: the filesystem the run folder is (or will be) on."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def disk_write_rate(folder: Path) -> float | None:
+    """GB/s of a short write and fsync in `folder` (removed at once); None where it cannot write."""
+    chunk = b"\0" * (1 << 20)
+    nbytes = min(DISK_PROBE_BYTES, shutil.disk_usage(folder).free // 8) // len(chunk) * len(chunk)
+    if not nbytes:
+        return None
+    path = folder / f".laco-disk-probe-{os.getpid()}"
+    try:
+        t0 = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(nbytes // len(chunk)):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return nbytes / (time.perf_counter() - t0) / 1e9
+    except OSError:
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def total(values) -> float | None:
+    values = list(values)
+    return None if not values or None in values else sum(values)
+
+
+def size(n: int | None) -> str:
+    return NOT_READ if n is None else format_size(n)
+
+
+def count(flops: float | None) -> str:
+    return NOT_READ if flops is None else f"{flops:.3g}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NOT_READ
+    for unit, scale in (("h", 3600), ("min", 60)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def check_disk(plan: Plan, out: Path) -> None:
+    """Refuse (LacoError) a run whose pruned copies need more disk than the run folder's filesystem has
+    free; weights already in the run folder (a resumed run's) are replaced in place and count as free."""
+    from laco import LacoError
+
+    weights = Path(out) / "weights"
+    kept = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) if weights.is_dir() else 0
+    need = plan.disk_needed - kept
+    if need > plan.disk_free:
+        raise LacoError(f"this profile needs {format_size(need)} of disk for pruned copies, "
+                        f"{format_size(plan.disk_free)} free at {plan.disk_at}")

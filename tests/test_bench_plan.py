@@ -1,0 +1,126 @@
+"""The plan of a run (bench.plan): `laco bench --plan` prints a row per model and step and writes nothing;
+every run prints it first and refuses, in one line with nothing written, pruned copies that its disk
+cannot hold; a prune's planned memory is its method's formula."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from laco.cli import main
+from laco.memory import format_size
+
+PROFILE = """measurements = ["perplexity", "memory", "pruning_time"]
+[model]
+spec = "{spec}"
+[[methods]]
+name = "shortgpt"
+target = 0.25
+[[methods]]
+name = "drop"
+target = "match:shortgpt"
+[perplexity]
+window = 16
+n_windows = 2
+batch_size = 1
+lm_eval_wikitext = false
+"""
+EXPECTED_ROWS = [("dense", "perplexity"), ("dense", "memory"),
+                 ("shortgpt", "prune"), ("shortgpt", "perplexity"), ("shortgpt", "memory"), ("shortgpt", "pruning_time"),
+                 ("drop", "prune"), ("drop", "perplexity"), ("drop", "memory"), ("drop", "pruning_time")]
+
+
+def state(folder: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            st = Path(dirpath, name).lstat()
+            out[str(Path(dirpath, name).relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def table_rows(out: str) -> list[list[str]]:
+    """The plan table's rows (model, step, memory, disk, FLOPs, time), the totals row last."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("model ")) + 2
+    end = next(i for i, line in enumerate(lines) if line.startswith("total")) + 1
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[start:end]]
+
+
+@pytest.fixture
+def work(tmp_path, tiny_folder, monkeypatch):
+    (tmp_path / "p.toml").write_text(PROFILE.format(spec=tiny_folder))
+    monkeypatch.chdir(tmp_path)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the plan loaded weights")
+
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", no_weights)
+    return tmp_path
+
+
+def dense_weight_bytes(folder: Path) -> int:
+    """Every parameter of the saved tiny model (a tied head once) in float32."""
+    from safetensors import safe_open
+
+    import math
+
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys()) * 4
+
+
+def test_plan_prints_a_row_per_model_and_step_and_writes_nothing(work, tiny_folder, capsys):
+    before = state(work)
+    assert main(["bench", "--plan", "--profile", "p.toml", "--out", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert [tuple(r[:2]) for r in rows[:-1]] == EXPECTED_ROWS
+    assert not (work / "run").exists() and state(work) == before
+    assert not any(Path(os.environ["LACO_RESULTS_CACHE"]).iterdir())
+    copy = format_size(int(dense_weight_bytes(tiny_folder) * 0.75))  # drop matches shortgpt's 25%
+    assert [r[3] for r in rows if r[1] == "prune"] == [copy, copy]
+    assert rows[-1][3] == format_size(2 * int(dense_weight_bytes(tiny_folder) * 0.75))
+    assert all(r[4] != "?" and r[5] != "?" for r in rows), out
+    assert re.search(r"^bounds: memory .* \(this machine's memory\); disk .* free at " + re.escape(str(work)) + "$", out,
+                     re.M)
+
+
+def test_pruned_copies_beyond_the_free_disk_are_refused_in_one_line(work, tiny_folder, monkeypatch, capfd):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    before = state(work)
+    assert main(["bench", "--profile", "p.toml", "--out", "run", "--quiet"]) == 2
+    captured = capfd.readouterr()
+    lines = captured.err.strip().splitlines()
+    need = format_size(2 * int(dense_weight_bytes(tiny_folder) * 0.75))
+    assert lines == [f"laco bench: error: this profile needs {need} of disk for pruned copies, 1 kB free at {work}"]
+    assert captured.out.startswith("model ")  # the plan came first
+    assert not (work / "run").exists() and state(work) == before
+
+
+def test_a_prunes_planned_memory_is_its_formula(work, tiny_folder):
+    """ShortGPT's formula (laco.baselines.shortgpt.peak_memory), written out on the tiny model: its weights,
+    the calibration states (three hidden states in float32 here, two float32 for the cosines) and one layer's
+    forward (the MLP's three intermediates, six hidden-sized tensors, float32 attention scores)."""
+    from bench.plan import make_plan
+    from bench.profile import load_profile
+    from conftest import tiny_loaded
+    from laco.calibration import load_calibration, tokenize
+
+    _, profile = load_profile("p.toml")
+    step = next(s for s in make_plan(profile, work / "run", None).steps if (s.model, s.step) == ("shortgpt", "prune"))
+    loaded = tiny_loaded("llama")
+    config = loaded.model.config
+    batch, seq = tokenize(loaded.tokenizer, load_calibration(None)[0])["input_ids"].shape
+    tokens = batch * seq
+    weights = sum(p.numel() for p in loaded.model.parameters()) * 4
+    states = 3 * tokens * config.hidden_size * 4 + 2 * tokens * config.hidden_size * 4
+    forward = (tokens * (3 * config.intermediate_size + 6 * config.hidden_size) * 4
+               + batch * config.num_attention_heads * seq * seq * 4)
+    assert step.memory == weights + states + forward
+    assert weights == dense_weight_bytes(tiny_folder)
