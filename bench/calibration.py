@@ -72,11 +72,17 @@ def _record(texts: list[str], record: dict, unit: str, n: int | None, seed: int 
                        **({"drawn": chosen} if chosen is not None else {}))
 
 
-def first_unread_document(profile, data_dir: str) -> int:
+def read_by_perplexity(profile) -> tuple[int, int, int]:
+    """What the run's perplexity reads of wikitext-2 test: (window, windows, lm-eval wikitext documents)."""
     p = profile.perplexity
     n_windows = p.n_windows if p.n_windows is not None else 10**9
     lm_eval_docs = (p.lm_eval_limit or 62) if p.lm_eval_wikitext else 0
-    return _first_unread(profile.model.spec, profile.model.revision, p.window, n_windows, lm_eval_docs, data_dir)
+    return p.window, n_windows, lm_eval_docs
+
+
+def first_unread_document(profile, data_dir: str) -> int:
+    window, n_windows, lm_eval_docs = read_by_perplexity(profile)
+    return _first_unread(profile.model.spec, profile.model.revision, window, n_windows, lm_eval_docs, data_dir)
 
 
 @lru_cache(maxsize=8)

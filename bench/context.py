@@ -34,6 +34,20 @@ class RunContext:
 
         return load_dense(self.dense_load_args(self.profile.model.pruning_dtype()))
 
+    def load_to_prune(self, folder: str | None = None, label: str | None = None):
+        """A fresh copy, in the prune dtype, of the dense model or of the model an earlier entry (`label`)
+        saved in `folder`: a laco.loading.LoadedModel whose source names that entry and its weights."""
+        if folder is None:
+            return self.load_dense_to_prune()
+        from bench.subject import load
+        from laco.architectures import architecture_of
+        from laco.loading import LoadedModel, ModelSource
+        from laco.provenance import folder_weights_sha256
+
+        model, tokenizer = load({**self.pruned_load_args(Path(folder)), "dtype": self.profile.model.pruning_dtype()})
+        source = ModelSource(folder, "folder", f"{label} of this run", path=folder, sha256=folder_weights_sha256(folder))
+        return LoadedModel(model, tokenizer, source, architecture_of(model))
+
     @cached_property
     def _tasks(self):
         from bench.tasks import prepare_tasks

@@ -69,6 +69,17 @@ class PaperRowRef(Strict):
     method: str = ""  # or the method row, e.g. "drop"
 
 
+class PostTrainSettings(Strict):
+    """Training a method's pruned model further, right after pruning (laco.posttrain); the bench measures
+    the trained model in place of the pruned one."""
+
+    recipe: str  # laco.recipes: continue, lora, distill
+    params: dict = Field(default_factory=dict)  # the recipe's hyper-parameters (lr, tokens, seq_len, ...)
+    # wikitext-2 test documents of the data dir, [first, end) as in range(), or "unread": every document
+    # the run's perplexity and lm-eval wikitext never read, minus the model's calibration documents
+    documents: Union[list[int], Literal["unread"]] = "unread"
+
+
 class MethodSettings(Strict):
     name: str
     label: str | None = None
@@ -79,6 +90,10 @@ class MethodSettings(Strict):
     calibration: CalibrationSettings | None = None  # a method that needs more calibration text
     paper: PaperRowRef | None = None  # the paper's row this model reproduces (ablation profiles)
     measurements: list[Measurement] | None = None  # a subset of the profile's measurements for this model
+    post_train: PostTrainSettings | None = None
+    # prune the model of this earlier entry (pruned, maybe post-trained) instead of the dense model; the
+    # target and the achieved share stay against the dense model
+    source: str | None = None
 
 
 class TaskOptions(Strict):
@@ -193,6 +208,9 @@ class Profile(Strict):
             _check_target(method, labels, where)
             if method.settings_from is not None:
                 take_laco_settings(method, self.methods[:i], where)
+            _check_source(method, labels, where)
+            if method.post_train is not None:
+                _check_post_train(method.post_train, f"{where}.post_train")
             labels.append(method.label)
         return self
 
@@ -206,6 +224,25 @@ def _check_target(method: MethodSettings, labels: list[str], where: str) -> None
         raise ValueError(f"{where}.target: a ratio must lie in (0, 1), got {target!r}")
     if target is not None and {"target_ratio", "target_layers"} & set(method.params):
         raise ValueError(f"{where}: give the target either as 'target' or in params, not both")
+
+
+def _check_source(method: MethodSettings, labels: list[str], where: str) -> None:
+    if method.source is not None and method.source not in labels:
+        raise ValueError(f"{where}.source: {method.source!r} must be the label of an earlier method entry "
+                         f"(earlier: {', '.join(labels) or 'none'})")
+
+
+def _check_post_train(post: PostTrainSettings, where: str) -> None:
+    """The recipe and its parameters as `laco post-train` checks them; the documents a range."""
+    from laco.recipes import recipe_settings
+
+    try:
+        recipe_settings(post.recipe, post.params)
+    except LacoError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    documents = post.documents
+    if documents != "unread" and (len(documents) != 2 or not 0 <= documents[0] < documents[1]):
+        raise ValueError(f"{where}.documents: must be [first, end) with 0 <= first < end, or \"unread\"; got {documents}")
 
 
 def take_laco_settings(method: MethodSettings, earlier: list[MethodSettings], where: str) -> None:

@@ -12,6 +12,11 @@ dtype, and the run's dtype is in the dense model's fingerprint beside it; where 
 model's identity names the dtype it is measured in, and a model measured in bf16 is not taken for the
 same weights measured in float32 (whose identity, like that of every run pruning in its own dtype, is
 what it was before prune_dtype existed).
+
+An entry with `source = "LABEL"` prunes that earlier entry's saved model (post-trained, if it was)
+instead of the dense one. Its target is a ratio of the dense model, given to the pruner as the ratio
+of its input that reaches it, and its record states the parameters against the dense model (the
+pruner's own figures under `pruned_from`). An entry with `post_train` is then trained (bench.posttrained).
 """
 
 from __future__ import annotations
@@ -19,21 +24,39 @@ from __future__ import annotations
 import inspect
 
 from bench.context import RunContext
+from bench.posttrained import drop_post_training, post_trained_subject, pruning_stage
 from bench.profile import MethodSettings
 from bench.store import RunStore, settings_hash
-from bench.subject import Subject
+from bench.subject import Subject, pruned_identity
+from laco import LacoError
 from laco.faults import kill_point
-from laco.provenance import fingerprint, folder_weights_sha256
+from laco.provenance import folder_weights_sha256
+from laco.record import parameter_record, record_fingerprint
 
 
 def pruned_subject(method: MethodSettings, ctx: RunContext, dense_fp: str) -> Subject:
+    """The model the entry measures: pruned (from the dense model or its `source`), then post-trained if asked."""
     sentences, calibration = ctx.calibration(method.calibration)
     settings = prune_settings(method, ctx, dense_fp, calibration)
-    kept = reusable(method, ctx, settings)
-    if kept is not None:
-        return kept
-    ctx.store.forget_model(method.label)  # nothing of an older model of this label may be read from here on
-    return prune_and_save(method, ctx, settings, sentences)
+    subject = reusable(method, ctx, settings)
+    if subject is None:
+        ctx.store.forget_model(method.label)  # nothing of an older model of this label may be read from here on
+        subject = prune_and_save(method, ctx, settings, sentences)
+    if method.post_train is None:
+        drop_post_training(method.label, ctx.store)  # an earlier run of this entry post-trained it
+        return subject
+    return post_trained_subject(method, ctx, subject)
+
+
+def source_model(method: MethodSettings, store: RunStore) -> dict | None:
+    """The model record (models/<label>.json) of the entry `method` prunes further; None: the dense model."""
+    if method.source is None:
+        return None
+    doc = store.read_model(method.source)
+    if not doc:
+        raise LacoError(f"method {method.label!r} prunes the model of {method.source!r}, which has no model in this run "
+                        "(its pruning failed)")
+    return doc
 
 
 def prune_settings(method: MethodSettings, ctx: RunContext, dense_fp: str, calibration: dict) -> dict:
@@ -41,15 +64,18 @@ def prune_settings(method: MethodSettings, ctx: RunContext, dense_fp: str, calib
     from bench import store
 
     m = ctx.profile.model
+    source = source_model(method, ctx.store)
     return {"method": method.name, "params": dict(method.params), "target_ratio": resolve_target(method, ctx.store),
             "dense": dense_fp, "calibration": calibration, "dtype": m.pruning_dtype(), "device": m.device,
-            "device_map": m.device_map, "seed": ctx.profile.seed, "code": store.code_key()}
+            "device_map": m.device_map, "seed": ctx.profile.seed, "code": store.code_key(),
+            **({"source": {"label": method.source, "fingerprint": source["fingerprint"]}} if source else {})}
 
 
 def reusable(method: MethodSettings, ctx: RunContext, settings: dict) -> Subject | None:
     """The saved model of this label, when it was pruned with these settings and its weights are intact."""
     store, folder = ctx.store, ctx.store.weights_dir(method.label)
     doc = store.read_model(method.label)
+    doc = doc and pruning_stage(doc)
     same_settings = doc and (doc.get("prune_settings_hash") == settings_hash(settings) or (
         store.reuse_other_code and settings_hash(_without_code(doc.get("prune_settings") or {}))
         == settings_hash(_without_code(settings))))
@@ -64,17 +90,21 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
     from laco.pruners import get_pruner
     from laco.saving import save_pruned
 
-    loaded = ctx.load_dense_to_prune()
+    source = source_model(method, ctx.store)
+    loaded = ctx.load_to_prune(source and source["saved"], method.source)
     pruner = get_pruner(method.name)
     kwargs = pruner_arguments(pruner, settings, ctx)
+    if source and "target_ratio" in kwargs:
+        kwargs["target_ratio"] = target_against_source(kwargs["target_ratio"], source["record"])
     outcome = pruner(loaded, sentences, **kwargs)
     kill_point("bench:pruned")
-    record = outcome.record
+    record = against_dense(outcome.record, source, settings["target_ratio"]) if source else outcome.record
     folder = ctx.store.weights_dir(method.label)
     save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     weights = folder_weights_sha256(folder)
     identity = pruned_identity(record, weights, ctx.profile.model)
-    prune_call = {"name": method.name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences}
+    prune_call = {"name": method.name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences,
+                  **({"source": source["saved"], "source_label": method.source} if source else {})}
     ctx.store.write_model({"key": method.label, "method": method.name, "fingerprint": identity, "record": record,
                            "saved": str(folder), "weights_sha256": weights, "point": method.point,
                            "prune_settings": settings, "prune_settings_hash": settings_hash(settings),
@@ -86,11 +116,28 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
     return subject
 
 
-def pruned_identity(record: dict, weights: str, model) -> str:
-    """The pruned model as measured: its record, its weights, and the dtype it is measured in where that is
-    not the one it was pruned in (`model`: the profile's ModelSettings)."""
-    measured_in = {"measured_in": model.dtype} if model.pruning_dtype() != model.dtype else {}
-    return fingerprint({"pruned": record["fingerprint"], "weights": weights, **measured_in})
+def target_against_source(target: float, source_record: dict) -> float:
+    """A target ratio of the dense model's parameters as the ratio of its input's a pruner takes: the
+    source keeps `after` of the dense `before`; the result must keep (1 - target) x before."""
+    params = source_record["parameters"]
+    relative = 1 - (1 - target) * params["before"] / params["after"]
+    if relative <= 0:
+        raise LacoError(f"target {target:.1%} of the dense model is reached already by the source model "
+                        f"({params['pruning_ratio']:.1%} pruned): nothing is left to remove")
+    return relative
+
+
+def against_dense(record: dict, source: dict, target: float | None) -> dict:
+    """A re-pruned model's record with its target ratio and parameter counts against the dense model; the
+    pruner's own, against its input, and that input kept under `pruned_from`."""
+    dense = source["record"]["parameters"]["before"]
+    out = {**record, "parameters": parameter_record(dense, record["parameters"]["after"]),
+           "pruned_from": {"label": source["key"], "fingerprint": source["fingerprint"],
+                           "parameters": record["parameters"], "target": record.get("target")}}
+    if target is not None and isinstance(record.get("target"), dict):
+        out["target"] = {**record["target"], "ratio": target}
+    out["fingerprint"] = record_fingerprint(out)
+    return out
 
 
 def model_dtypes(record: dict, ctx: RunContext) -> dict:

@@ -64,7 +64,8 @@ def timing(settings: dict, ctx) -> PruningTiming:
 def prune_again(call: dict, ctx, expected_parameters: int) -> float:
     from laco.pruners import get_pruner
 
-    outcome = get_pruner(call["name"])(ctx.load_dense_to_prune(), call["sentences"], progress=False, **call["kwargs"])
+    loaded = ctx.load_to_prune(call.get("source"), call.get("source_label"))  # a re-pruning entry: its source's model
+    outcome = get_pruner(call["name"])(loaded, call["sentences"], progress=False, **call["kwargs"])
     after, seconds = outcome.record["parameters"]["after"], float(outcome.record["prune_seconds"])
     if after != expected_parameters:
         raise RuntimeError(f"pruning again gave {after} parameters, the run's model has {expected_parameters}")

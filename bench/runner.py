@@ -31,6 +31,7 @@ from pathlib import Path
 from bench.context import RunContext
 from bench.dtype import settle_dtype
 from bench.parts import cache_model, failed_parts, origin
+from bench.posttrained import check_training_text
 from bench.profile import MethodSettings, Profile
 from bench.pruned import model_dtypes, pruned_subject
 from bench.results_cache import ResultsCache, cache_folder
@@ -88,6 +89,9 @@ def check_up_front(ctx: RunContext):
     ctx.tasks()
     for calibration in [None, *(m.calibration for m in ctx.profile.methods)]:
         ctx.calibration(calibration)
+    for i, method in enumerate(ctx.profile.methods):
+        if method.post_train is not None:
+            check_training_text(method, f"methods[{i}]", ctx)
     return resolve(ctx.profile.model.spec, revision=ctx.profile.model.revision)
 
 

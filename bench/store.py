@@ -126,11 +126,16 @@ class RunStore:
         """A failed prune: its earlier record and weights must not be read by any later step."""
         self.model_path(key).unlink(missing_ok=True)
         shutil.rmtree(self.weights_dir(key), ignore_errors=True)
+        shutil.rmtree(self.post_trained_dir(key), ignore_errors=True)
         shutil.rmtree(self.root / "results" / key, ignore_errors=True)
 
     def weights_dir(self, key: str) -> Path:
         """Where a pruned model's weights are saved, so that a resumed run reloads instead of re-pruning."""
         return self.root / "weights" / key
+
+    def post_trained_dir(self, key: str) -> Path:
+        """Where the post-trained model of a method entry is saved, beside its pruned model ("+" is in no label)."""
+        return self.root / "weights" / f"{key}+post-trained"
 
     def cache_dir(self) -> Path:
         return self.root / "cache"

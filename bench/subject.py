@@ -56,6 +56,15 @@ class Subject:
             pass
 
 
+def pruned_identity(record: dict, weights: str, model) -> str:
+    """The pruned model as measured: its record, its weights, and the dtype it is measured in where that is
+    not the one it was pruned in (`model`: the profile's ModelSettings)."""
+    from laco.provenance import fingerprint
+
+    measured_in = {"measured_in": model.dtype} if model.pruning_dtype() != model.dtype else {}
+    return fingerprint({"pruned": record["fingerprint"], "weights": weights, **measured_in})
+
+
 def load(args: dict):
     if args["kind"] == "dense":
         loaded = load_dense(args)

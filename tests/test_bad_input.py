@@ -108,6 +108,11 @@ def disk_full(path_part: str):
     return patch
 
 
+def needs_data(tmp: Path, monkeypatch) -> None:
+    if not (DATA_DIR / "MANIFEST.md").is_file():
+        pytest.skip(f"evaluation data not found at {DATA_DIR} (set LACO_DATA_DIR)")
+
+
 # -- the table -----------------------------------------------------------------------------------------
 
 TINY = "{ws}/tiny"
@@ -202,6 +207,24 @@ ROWS = [
     Bad("profile-missing", bench("{ws}/none.toml"), r"profile file not found: .*none\.toml"),
     Bad("profile-unknown-name", bench("smokee"), r"unknown profile 'smokee'; did you mean 'smoke'\?"),
     Bad("profile-model-missing", bench("{ws}/missing-model.toml"), r"model not found: .*no-such-model"),
+    Bad("profile-post-train-unknown-recipe", bench("{ws}/post-recipe.toml"),
+        r"post-recipe\.toml: methods\[0\]\.post_train: unknown post-training recipe 'contine'; did you mean 'continue'\?"),
+    Bad("profile-post-train-param-not-taken", bench("{ws}/post-param.toml"),
+        r"methods\[0\]\.post_train: recipe continue does not take rank \(its parameters: lr, "),
+    Bad("profile-post-train-unknown-key", bench("{ws}/post-key.toml"), r"unknown key 'methods\.0\.post_train\.lr'"),
+    Bad("profile-post-train-lr-zero", bench("{ws}/post-lr-zero.toml"),
+        r"methods\[0\]\.post_train: recipe continue: lr: Input should be greater than 0 \(got 0\.0\)"),
+    Bad("profile-post-train-lr-negative", bench("{ws}/post-lr-negative.toml"),
+        r"methods\[0\]\.post_train: recipe lora: lr: Input should be greater than 0 \(got -0\.0001\)"),
+    Bad("profile-post-train-text-overlaps-evaluation", bench("{ws}/post-overlap.toml", "--data-dir", str(DATA_DIR)),
+        r"methods\[0\]\.post_train\.documents starts at document 0, but this run's perplexity reads documents up to "
+        r"\d+: start at \d+ or later so training and evaluation share no text", prepare=needs_data),
+    Bad("profile-source-unknown", bench("{ws}/source-unknown.toml"),
+        r"methods\[0\]\.source: 'nowhere' must be the label of an earlier method entry \(earlier: none\)"),
+    Bad("profile-source-later", bench("{ws}/source-later.toml"),
+        r"methods\[0\]\.source: 'later' must be the label of an earlier method entry \(earlier: none\)"),
+    Bad("profile-source-itself", bench("{ws}/source-itself.toml"),
+        r"methods\[1\]\.source: 'self' must be the label of an earlier method entry \(earlier: drop\)"),
     Bad("bench-unknown-flag", ["bench", "--profiel", "{ws}/quick.toml"], r"unrecognized arguments: --profiel"),
     # claims and tolerances
     Bad("claims-typo", ["gate", "{ws}/tiny", "--claims", "{ws}/claims-typo.toml"],
@@ -337,6 +360,17 @@ def ws(tmp_path_factory) -> Path:
     (ws / "pruned-copies.toml").write_text(quick + '[[methods]]\nname = "shortgpt"\ntarget = 0.25\n')
     (ws / "prune-dtype.toml").write_text(quick.replace("[model]\n", '[model]\nprune_dtype = "fp32"\n'))
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
+    drop = '[[methods]]\nname = "drop"\ntarget = 0.3\n'
+    for name, entry in [("post-recipe", 'post_train = { recipe = "contine" }'),
+                        ("post-param", 'post_train = { recipe = "continue", params = { rank = 8 } }'),
+                        ("post-key", 'post_train = { recipe = "continue", lr = 1e-4 }'),
+                        ("post-lr-zero", 'post_train = { recipe = "continue", params = { lr = 0.0 } }'),
+                        ("post-lr-negative", 'post_train = { recipe = "lora", params = { lr = -1e-4 } }'),
+                        ("post-overlap", 'post_train = { recipe = "continue", documents = [0, 2] }'),
+                        ("source-unknown", 'source = "nowhere"'),
+                        ("source-later", 'source = "later"\n' + drop + 'label = "later"')]:
+        (ws / f"{name}.toml").write_text(quick + drop + entry + "\n")
+    (ws / "source-itself.toml").write_text(quick + drop + drop + 'label = "self"\nsource = "self"\n')
     (ws / "missing-model.toml").write_text(QUICK_PROFILE.format(spec=ws / "no-such-model"))
     # weights that a load would refuse: the refusal comes before any model loads
     (ws / "huge.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(

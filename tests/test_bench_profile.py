@@ -123,3 +123,15 @@ def test_ablations_take_the_laco_settings_they_share_and_keep_their_own():
 def test_unknown_profile_name_suggests_the_closest():
     with pytest.raises(LacoError, match="did you mean 'smollm2-135m'"):
         load_profile("smollm2-13m")
+
+
+def test_post_train_and_source_are_read_into_the_method_entry():
+    profile = parse_profile(base(methods=[
+        {"name": "laco", "post_train": {"recipe": "lora", "params": {"rank": 4}}},
+        {"name": "shortgpt", "source": "laco", "target": 0.45}]))
+    post = profile.methods[0].post_train
+    assert (post.recipe, post.params, post.documents) == ("lora", {"rank": 4}, "unread")
+    assert profile.methods[1].source == "laco" and profile.methods[0].source is None
+    assert profile.methods[1].post_train is None
+    with pytest.raises(LacoError, match=r"methods\[0\]\.post_train\.documents: must be \[first, end\)"):
+        parse_profile(base(methods=[{"name": "laco", "post_train": {"recipe": "continue", "documents": [5, 2]}}]))
