@@ -53,7 +53,8 @@ def post_train_settings(method: MethodSettings, ctx: RunContext, pruned: Subject
     post, m = method.post_train, ctx.profile.model
     return {"recipe": post.recipe, "hyperparameters": recipe_settings(post.recipe, post.params).model_dump(),
             "text": training_text(method, ctx), "input": pruned.fingerprint, "dtype": m.pruning_dtype(),
-            "device": m.device, "seed": ctx.profile.seed, "code": store.code_key()}
+            "device": m.device, "seed": ctx.profile.seed, "code": store.code_key(),
+            **({"random_init": True} if post.random_init else {})}  # absent when false: older settings hash alike
 
 
 def training_text(method: MethodSettings, ctx: RunContext) -> dict:
@@ -103,8 +104,8 @@ def post_train_and_save(method: MethodSettings, ctx: RunContext, pruned: Subject
     source = {"train_docs": "{}:{}".format(*text["documents"])} if "documents" in text else {
         "perplexity": tuple(text["unread"].values())}  # the core leaves out what it reads and the calibration
     _, record = run_post_training(pruned.folder, folder, post.recipe, dict(post.params), **source, seed=ctx.profile.seed,
-                                  dtype=m.pruning_dtype(), device=m.device, progress=ctx.progress, force=True,
-                                  data=ctx.data_dir)
+                                  random_init=post.random_init, dtype=m.pruning_dtype(), device=m.device,
+                                  progress=ctx.progress, force=True, data=ctx.data_dir)
     kill_point("bench:post-trained")
     weights = folder_weights_sha256(folder)
     identity = pruned_identity(record, weights, m)

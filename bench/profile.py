@@ -78,6 +78,9 @@ class PostTrainSettings(Strict):
     # wikitext-2 test documents of the data dir, [first, end) as in range(), or "unread": every document
     # the run's perplexity and lm-eval wikitext never read, minus the model's calibration documents
     documents: Union[list[int], Literal["unread"]] = "unread"
+    # train a model of the pruned model's shape from random weights instead (laco.posttrain): the control
+    # that shows what the pruned model's inherited parameters are worth (claim laco-inherits-parameters)
+    random_init: bool = False
 
 
 class MethodSettings(Strict):

@@ -7,7 +7,10 @@ conditions the paper makes it (the band of pruning ratios of the subject, and fo
 matched ratio of the other model, LaCo §3.3: "equal or slightly smaller"), and for a comparison the
 margin within which two figures count as equal. A model outside the conditions is shown with its ratio
 as "not at the claim's conditions", never judged, never a pass. A run judges every claims file whose
-subject methods it measured. Profiles add release criteria of their own (`acceptance` in a bench
+subject methods it measured. A claim names the `stage` of its models (pruned, post-trained, re-pruned) and
+may compare its subject with its own relative (`against`: the same model before post-training, its
+random-init control, the model it was re-pruned from); claims about post-training are judged only on
+runs that post-trained a model. Profiles add release criteria of their own (`acceptance` in a bench
 profile); they become claims here, against the dense model.
 """
 
@@ -22,7 +25,15 @@ from pydantic import Field, model_validator
 
 from laco import LacoError
 from laco.config import Strict, load
-from suites.evidence import DENSE, Run
+from suites.evidence import DENSE, Model, Run
+from suites.stages import RELATIONS
+
+# The models a claim is about, by what the bench did to them (evidence.Model.stage): "pruned" (the
+# default) takes the pruned and re-pruned models, never one the bench trained after pruning; the others
+# take only their own stage. A run judges a claim of another stage only when it post-trained a model.
+STAGES = {"pruned": ("pruned", "re-pruned"), "post-trained": ("post-trained",), "re-pruned": ("re-pruned",)}
+RELATION_STAGE = {"before-post-training": "post-trained", "random-init-control": "post-trained",
+                  "re-pruned-from": "re-pruned"}  # the stage of the subject each relation is defined for
 
 KINDS = ("retention", "above-chance", "versus", "loadable")
 # accuracy.average: the LaCo paper's Per., the mean over benchmarks of pruned / dense; accuracy.average_ratio:
@@ -30,7 +41,8 @@ KINDS = ("retention", "above-chance", "versus", "loadable")
 # (avg - chance) / (dense avg - chance); accuracy.each: per benchmark
 Metric = Literal["accuracy.average", "accuracy.average_ratio", "accuracy.average_above_chance", "accuracy.each",
                  "perplexity.ppl", "memory.param_mb", "memory.peak_mb", "throughput.output_tokens_per_s",
-                 "throughput.decode_tokens_per_s", "throughput.total_tokens_per_s", "pruning_time.seconds", ""]
+                 "throughput.decode_tokens_per_s", "throughput.total_tokens_per_s", "pruning_time.seconds",
+                 "post_training.loss", ""]
 METRICS = get_args(Metric)
 
 
@@ -69,7 +81,12 @@ class Claim(Strict):
     # 0.005 = 0.5 pt; ratios: relative, the ratio within threshold / (1 + margin) .. threshold x (1 + margin))
     margin: float | None = Field(default=None, gt=0, lt=1)
     subject: str = "laco"  # a role (or a method label)
-    against: str = DENSE  # a role, or "dense"
+    # a role, "dense", or the subject's own relative (stages.RELATIONS): "before-post-training" (the same
+    # pruning without the training), "random-init-control" (the same training from random weights of the
+    # same shape), "re-pruned-from" (the model a re-pruned model was pruned from)
+    against: str = DENSE
+    stage: Literal["pruned", "post-trained", "re-pruned"] = "pruned"  # of the subject and the against role's models
+    recipe: str | None = None  # post-trained subjects of this recipe only (laco.recipes)
     engine: Literal["transformers", "vllm", ""] = ""  # loadable only
     profiles: list[str] = Field(default_factory=lambda: ["*"])
     gate: Union[bool, list[str]] = False
@@ -88,7 +105,21 @@ class Claim(Strict):
             raise ValueError(f"claim {self.id}: only a versus claim compares two figures and takes a margin")
         if self.threshold_of_paper and self.metric != "accuracy.average_above_chance":
             raise ValueError(f"claim {self.id}: threshold_of_paper is the paper's above-chance retention only")
+        if self.against in RELATION_STAGE and self.stage != RELATION_STAGE[self.against]:
+            raise ValueError(f"claim {self.id}: against = {self.against!r} needs stage = {RELATION_STAGE[self.against]!r}")
+        if self.metric.startswith("post_training.") and self.against != "random-init-control":
+            raise ValueError(f"claim {self.id}: a training loss compares like with like: against = 'random-init-control'")
+        if self.recipe is not None and self.stage != "post-trained":
+            raise ValueError(f"claim {self.id}: recipe names post-trained subjects: stage = 'post-trained'")
         return self
+
+    def takes(self, model: Model, subject: bool = True) -> bool:
+        """Whether a model of the run is of the claim's stage (and, as its subject, of its recipe)."""
+        if model.key == DENSE:
+            return True
+        if model.stage not in STAGES[self.stage]:
+            return False
+        return not subject or self.recipe is None or model.post_training.get("recipe") == self.recipe
 
     def applies_to(self, profile: str) -> bool:
         return "*" in self.profiles or profile in self.profiles
@@ -136,7 +167,7 @@ class ClaimsFile(Strict):
             raise ValueError(f"claim ids used twice: {', '.join(doubled)}")
         for c in self.claim:
             for role in (c.subject, c.against):
-                if role != DENSE and role not in self.roles:
+                if role != DENSE and role not in self.roles and not (role == c.against and role in RELATIONS):
                     raise ValueError(f"claim {c.id}: unknown role {role!r} (roles: {', '.join(self.roles)})")
             if c.paper is not None and self.paper_figures is None:
                 raise ValueError(f"claim {c.id} cites a table, but the file names no paper_figures")
@@ -184,9 +215,12 @@ class Claims:
         return self.roles.get(role, (role,))
 
     def measured(self, run: Run, claim: Claim) -> bool:
-        """Whether the run measured a subject method of the claim's file (then the whole file is judged)."""
+        """Whether the run measured a subject method of the claim's file (then the whole file is judged);
+        a claim about post-training also needs a post-trained model in the run."""
         data = next((d for d in self.files.values() if claim in d.claim), None)
-        return data is None or any(run.keys_of(self.methods(c.subject)) for c in data.claim)
+        if claim.stage != "pruned" and not run.post_trained:
+            return False
+        return data is None or any(run.keys_of(self.methods(c.subject)) for c in data.claim if c.stage == "pruned")
 
     def for_run(self, run: Run) -> list[Claim]:
         """The claims of every file the run measured that apply to its profile, then the profile's own

@@ -9,7 +9,8 @@ claim's rows (with each row's p-value and Holm level) and asserts once:
   decide (an undecided claim is not a pass);  equal (within margin) -> failed (a tie is not a pass);
   not measured / not at the claim's conditions -> skipped with the reason (never passed).
 A claim that does not apply to the run's profile, whose paper's file the run did not measure (no model
-of its subjects), or whose role has no model in the run, is one skipped case. Without --run every claim
+of its subjects), about post-training on a run that post-trained nothing, or whose role has no model in
+the run, is one skipped case. Without --run every claim
 is one skipped case with a message saying how to give a run.
 """
 
@@ -63,6 +64,8 @@ def claim_cases(claims: Claims, judge: Judge | None) -> list:
     for claim in claims.claims:
         if not claim.applies_to(run.profile_name):
             cases += _skip(f"claim {claim.id} does not apply to profile {run.profile_name}", f"{claim.id}-n/a")
+        elif claim.stage != "pruned" and not run.post_trained:
+            cases += _skip(f"run {run.id} post-trained no model: claim {claim.id} is about post-training", f"{claim.id}-n/a")
         elif not claims.measured(run, claim):
             paper = claims.paper_of(claim)
             cases += _skip(f"run {run.id} measured none of the methods {paper.name}'s claims are about", f"{claim.id}-n/a")

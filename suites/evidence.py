@@ -73,12 +73,32 @@ class Model:
     weights: str | None = None  # digest of the saved weight files
     point: str | None = None  # the ratio point of the profile this model belongs to
     source: dict = field(default_factory=dict)  # what it was loaded or pruned from (laco.loading.ModelSource)
+    pruned_stage: dict = field(default_factory=dict)  # a post-trained model: its pruned model (bench.posttrained)
+    prune_settings_hash: str | None = None  # what decided its pruning (bench.pruned)
 
     @property
     def pruning_ratio(self) -> float | None:
         if self.key == DENSE:
             return 0.0
         return (self.record.get("parameters") or {}).get("pruning_ratio")
+
+    @property
+    def pruning_fingerprint(self) -> str:
+        """The fingerprint of the model as its pruning left it (a post-trained model's pruned stage)."""
+        return self.pruned_stage.get("fingerprint") or self.fingerprint
+
+    @property
+    def post_training(self) -> dict:
+        """How the bench trained this model after pruning (laco.posttrain's record); {} when it did not."""
+        return self.record.get("post_training") or {} if self.pruned_stage else {}
+
+    @property
+    def stage(self) -> str:
+        """"post-trained", "random-init" (the same training from random weights of the same shape: a
+        control), "re-pruned" (pruned from another entry's model) or "pruned" (dense: "pruned" too)."""
+        if self.pruned_stage:
+            return "random-init" if self.post_training.get("random_init") else "post-trained"
+        return "re-pruned" if self.record.get("pruned_from") else "pruned"
 
 
 @dataclass
@@ -102,6 +122,11 @@ class Run:
         """What the model is when it is a shaped stand-in with seeded random weights (laco.synthetic:
         "speed and memory only"), else None."""
         return next((m.source["synthetic"] for m in self.models.values() if m.source.get("synthetic")), None)
+
+    @property
+    def post_trained(self) -> bool:
+        """Whether the bench trained any model of this run after pruning (then its post-training claims apply)."""
+        return any(m.pruned_stage for m in self.models.values())
 
     @property
     def profile_name(self) -> str:
@@ -162,7 +187,8 @@ def load_run(path: str | Path) -> Run:
         key = d.get("key") or file.stem
         record = d.get("record") or {}
         models[key] = Model(key, d.get("method", key), d.get("fingerprint", ""), record, d.get("saved"),
-                            d.get("weights_sha256"), d.get("point"), d.get("source") or record.get("source") or {})
+                            d.get("weights_sha256"), d.get("point"), d.get("source") or record.get("source") or {},
+                            d.get("pruned") or {}, d.get("prune_settings_hash"))
     order = [m.get("label") for m in (meta.get("profile") or {}).get("methods", [])]
     models = dict(sorted(models.items(), key=lambda kv: _model_order(kv[1], order)))
     results: dict[str, dict[str, Measurement]] = {}
@@ -417,3 +443,4 @@ def paired_pruning_seconds(run: Run, a: str, b: str) -> tuple[list[float], list[
     xa, xb = pruning_seconds(run, a), pruning_seconds(run, b)
     same_phase = ma.values.get("phase") is not None and ma.values.get("phase") == mb.values.get("phase")
     return xa, xb, same_phase and len(xa) == len(xb)
+

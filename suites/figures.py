@@ -30,6 +30,7 @@ from typing import TypeVar
 import numpy as np
 
 from suites import evidence as ev
+from suites import stages
 from suites import statistics as st
 from suites.evidence import DENSE, NotMeasured, Run
 
@@ -181,6 +182,14 @@ class Figures:
             return st.perplexity_ratio(na, nb, tokens)
 
         return self._once(("ppl", a, b), compute)
+
+    def loss_ratio(self, a: str, b: str) -> st.Interval:
+        """The training loss a reached / b's, over the last logged steps both share (paired by step)."""
+        def compute() -> st.Interval:
+            la, lb, steps = stages.paired_loss_tail(self.run, a, b)
+            return st.log_t_interval(np.log(la) - np.log(lb), f"paired over the last {len(steps)} logged steps")
+
+        return self._once(("loss", a, b), compute)
 
     def pruning_time_ratio(self, a: str, b: str) -> st.Interval:
         """Median pruning seconds of a / b: paired over rounds where both were timed in the same ones."""

@@ -73,6 +73,45 @@ def retention_plot(retention: dict[str, dict[str, float]], path: Path, lines=(0.
     return save(fig, path)
 
 
+def loss_plot(curves: dict[str, list[dict]], controls: set[str], path: Path) -> Path:
+    """The training loss of every post-trained model against the tokens it has seen, on one figure (the
+    shape of LaCo's Figure 3); a random-init control dashed."""
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), dpi=110)
+    for (key, curve), (color, linestyle) in zip(curves.items(), styles(len(curves))):
+        label = f"{key} (random init)" if key in controls else key
+        ax.plot([p["tokens"] for p in curve], [p["loss"] for p in curve], color=color,
+                linestyle="--" if key in controls else linestyle, linewidth=1.2, label=label)
+    ax.set_xlabel("training tokens seen")
+    ax.set_ylabel("training loss (nats per token; distill: its combined loss)")
+    ax.set_title("Post-training loss (dashed: the same training from random weights of the same shape)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return save(fig, path)
+
+
+def post_training_plot(chains: dict[str, dict[str, tuple]], path: Path) -> Path:
+    """The shape of LaCo's Table 6: per post-trained model, the share of the dense average kept before its
+    training, after it and after re-pruning ({model: {stage: (the stage's model, interval)}}), with 95%
+    paired intervals; each bar names its model."""
+    stages = list(dict.fromkeys(stage for chain in chains.values() for stage in chain))
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(chains) + 2), 4.2), dpi=110)
+    width = 0.8 / max(1, len(stages))
+    for i, (stage, (color, _)) in enumerate(zip(stages, styles(len(stages)))):
+        shown = [(g, *chain[stage]) for g, chain in enumerate(chains.values()) if stage in chain]
+        xs = [g + (i - (len(stages) - 1) / 2) * width for g, _, _ in shown]
+        ax.bar(xs, [100 * iv.estimate for _, _, iv in shown], width, color=color, label=stage)
+        _errorbars(ax, xs, [iv for _, _, iv in shown], 100, color="black", linestyle="none", markersize=2)
+        for x, (_, model, _) in zip(xs, shown):
+            ax.annotate(model, (x, 2), rotation=90, fontsize=6, ha="center", va="bottom")
+    ax.axhline(100, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(chains)), list(chains), fontsize=8)
+    ax.set_ylabel("Avg. / dense Avg. (%)")
+    ax.set_title("Score kept before and after post-training, and after re-pruning (95% paired intervals)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return save(fig, path)
+
+
 def save(fig, path: Path) -> Path:
     """The figure as PNG, cut to what it draws (a legend outside the axes included)."""
     fig.savefig(path, format="png", metadata=_METADATA, bbox_inches="tight", pad_inches=0.15)

@@ -25,6 +25,7 @@ from functools import partial
 import numpy as np
 
 from suites import evidence as ev
+from suites import stages
 from suites import statistics as st
 from suites.claims import Claim, Claims
 from suites.evidence import DENSE, NotMeasured, Run
@@ -55,7 +56,8 @@ class Judge:
 
     # -- entry points --------------------------------------------------------------------------
     def subjects(self, claim: Claim) -> list[str]:
-        return [k for k in self.run.keys_of(self.claims.methods(claim.subject)) if k != DENSE]
+        return [k for k in self.run.keys_of(self.claims.methods(claim.subject))
+                if k != DENSE and claim.takes(self.run.models[k])]
 
     def all(self) -> list[Verdict]:
         """Every claim that applies to the run's profile, for every subject model; a claim whose subject
@@ -64,7 +66,8 @@ class Judge:
         for claim in self.claims.for_run(self.run):
             keys = self.subjects(claim)
             if not keys:
-                missing = Row(NOT_MEASURED, None, "-", f"run has no {claim.subject} model")
+                stage = "" if claim.stage == "pruned" else f"{claim.recipe or ''} {claim.stage} ".lstrip()
+                missing = Row(NOT_MEASURED, None, "-", f"run has no {stage}{claim.subject} model")
                 verdicts.append(Verdict(claim, "-", [missing], claim.gated_for(self.run.profile_name), claim.paper_figure))
             verdicts.extend(self.judge(claim, k) for k in keys)
         return verdicts
@@ -150,13 +153,19 @@ class Judge:
     def others(self, claim: Claim, subject: str) -> list[str]:
         if claim.against == DENSE:
             return [DENSE] if DENSE in self.run.models else []
-        return [k for k in self.run.keys_of(self.claims.methods(claim.against)) if k not in (subject, DENSE)]
+        if claim.against in stages.RELATIONS:
+            return stages.RELATIONS[claim.against](self.run, subject)
+        return [k for k in self.run.keys_of(self.claims.methods(claim.against))
+                if k not in (subject, DENSE) and claim.takes(self.run.models[k], subject=False)]
 
     def versus(self, claim: Claim, subject: str) -> list[Row]:
         others = self.others(claim, subject)
         if not others:
+            if claim.against in stages.RELATIONS:
+                return [Row(NOT_MEASURED, None, "-", f"run has no {claim.against} model of {subject}")]
             names = ", ".join(self.claims.methods(claim.against))
-            return [Row(NOT_MEASURED, None, "-", f"run has no {claim.against} model ({names})")]
+            stage = "" if claim.stage == "pruned" else f"{claim.stage} "
+            return [Row(NOT_MEASURED, None, "-", f"run has no {stage}{claim.against} model ({names})")]
         group = claim.metric.partition(".")[0]
         row_of = partial(ROWS[group], self)
         if group == "throughput":
@@ -172,8 +181,17 @@ class Judge:
             except NotMeasured as exc:
                 row = Row(NOT_MEASURED, other, "-", str(exc))
             row.paper = self.paper_text(claim, subject, other)
+            row.flags += self.training_cost(subject, other)
             rows.append(row)
         return rows
+
+    def training_cost(self, subject: str, other: str) -> list[str]:
+        """Beside a comparison of two post-trained models (Table 21): what each one's training cost."""
+        posts = {k: self.run.models[k].post_training for k in (subject, other) if k != DENSE}
+        if len(posts) < 2 or not all(posts.values()):
+            return []
+        return ["training cost: " + "; ".join(f"{k} {p.get('recipe')} {p.get('tokens_seen', 0):,} tokens, "
+                                              f"{p.get('seconds', float('nan')):.0f} s wall" for k, p in posts.items())]
 
     def accuracy_row(self, claim: Claim, subject: str, other: str) -> Row:
         items = self.figures.paired(subject, other)
@@ -190,6 +208,13 @@ class Judge:
         pa, pb = (math.exp(sum(x) / (tokens * len(x))) for x in (a, b))
         ours = f"{pa:.2f} vs {pb:.2f}: ×{interval.fmt('.3g')}"
         return self.row(claim, other, interval, claim.threshold, ours, None, f"{len(a)} windows, paired")
+
+    def loss_row(self, claim: Claim, subject: str, other: str) -> Row:
+        a, b, steps = stages.paired_loss_tail(self.run, subject, other)
+        interval = self.figures.loss_ratio(subject, other)
+        ours = f"loss {np.mean(a):.3f} vs {np.mean(b):.3f}: ×{interval.fmt('.3g')}"
+        return self.row(claim, other, interval, claim.threshold, ours, None,
+                        f"last {len(steps)} logged steps (from step {steps[0]}), paired by step")
 
     def memory_row(self, claim: Claim, subject: str, other: str) -> Row:
         name = claim.metric.partition(".")[2]
@@ -410,6 +435,7 @@ ROWS: dict[str, Callable[..., Row]] = {  # the metric group of a versus claim ->
     "memory": Judge.memory_row,
     "throughput": Judge.throughput_row,
     "pruning_time": Judge.pruning_time_row,
+    "post_training": Judge.loss_row,
 }
 
 

@@ -166,7 +166,8 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
     """models: {key: {"method", "record", "accuracy": {task: score}, "ppl", "param_mb", "peak_mb", "hf", "vllm"
     (decode tok/s, or a string: the n/a reason), "prune_s", "flops" (decode FLOPs per token), "layers", "weights" (digest),
     "same_as" (copy another model's evidence: identical weights), "omit": [measurements],
-    "stale": [measurements written for an older fingerprint]}}; probe: the machine probe in run.json (None: an older
+    "stale": [measurements written for an older fingerprint], "pruned" (a post-trained model: its pruning stage,
+    bench.posttrained), "prune_settings_hash"}}; probe: the machine probe in run.json (None: an older
     run without one); settings: more of the profile (e.g. its `measurements`)."""
     path.mkdir(parents=True, exist_ok=True)
     methods = [{"label": k, "name": spec.get("method", k), "paper": spec.get("paper")} for k, spec in models.items()
@@ -184,7 +185,8 @@ def write_run(path: Path, models: dict[str, dict], *, profile: str = "smollm2-13
         evidence_key = spec.get("same_as", key)  # identical weights: the same answers, windows, timings
         _write(path / "models" / f"{key}.json", {"key": key, "method": method, "fingerprint": fp,
                                                   "record": spec.get("record", {}), "saved": spec.get("saved"),
-                                                  "weights_sha256": spec.get("weights"), "point": spec.get("point")})
+                                                  "weights_sha256": spec.get("weights"), "point": spec.get("point"),
+                                                  **{k: spec[k] for k in ("pruned", "prune_settings_hash") if k in spec}})
         decode_flops = spec.get("flops")
         results = {
             "accuracy": "accuracy" in spec and accuracy_values(evidence_key, spec["accuracy"]),
@@ -297,6 +299,56 @@ def example_models() -> dict[str, dict]:
                             "same_as": "laco-paper", "accuracy": models["laco-paper"]["accuracy"],
                             "ppl": 1826.8, "param_mb": 472.6, "peak_mb": 1200.0, "hf": 21.0, "prune_s": 0.1,
                             "flops": depth_flops(0.079), "weights": "w-laco-paper", "point": "paper setting"}
+    return models
+
+
+def loss_curve(key: str, start: float, end: float, steps: int = 100, tokens_per_step: int = 1024) -> list[dict]:
+    """A training's logged loss per step: from `start` decaying to `end`, with a per-step difficulty shared by
+    every training on the same text (the same batch at the same step) and a little noise of its own."""
+    shared = np.random.default_rng(_seed("batches")).normal(size=steps) * 0.05
+    own = np.random.default_rng(_seed("loss", key)).normal(size=steps) * 0.01
+    decay = np.exp(-np.arange(1, steps + 1) / (steps / 5))
+    losses = end + (start - end) * decay + shared + own
+    return [{"step": i + 1, "loss": float(v), "tokens": (i + 1) * tokens_per_step} for i, v in enumerate(losses)]
+
+
+def post_trained(model: dict, before: str, recipe: str, start: float, end: float, *, key: str, random_init: bool = False,
+                 seconds: float = 600.0, **changes) -> dict:
+    """A model spec of `model` post-trained by the bench: its record's `post_training` (laco.posttrain's
+    shape) and its pruning stage naming `before`'s fingerprint, as bench.posttrained writes them."""
+    curve = loss_curve(key, start, end)
+    post = {"recipe": recipe, "random_init": random_init, "steps": len(curve), "tokens_per_step": 1024,
+            "tokens_seen": curve[-1]["tokens"], "loss_curve": curve, "seconds": seconds, "cpu_seconds": 2 * seconds}
+    return {**model, "record": {**model["record"], "post_training": post}, "weights": f"w-{key}",
+            "pruned": {"fingerprint": f"fp-{before}", "record": model["record"], "weights_sha256": model.get("weights")},
+            **changes}
+
+
+def post_trained_models() -> dict[str, dict]:
+    """A run of the post-training profile's shape: LaCo at 27% before and after `continue` training (clearly
+    better), its random-init control (a clearly higher loss), the post-trained LaCo re-pruned to 45% (keeping
+    about 93% of its average), LLM-Pruner before and after LoRA (below post-trained LaCo), CoMe before and
+    after distillation (better)."""
+    models = depth_models()
+    models = {k: models[k] for k in ("dense", "laco", "llm-pruner", "come")}
+    models["laco"].update(accuracy={"hellaswag": 0.33, "piqa": 0.60, "arc_easy": 0.45, "winogrande": 0.53, "boolq": 0.55},
+                          ppl=40.0)
+    trained = {"hellaswag": 0.40, "piqa": 0.66, "arc_easy": 0.55, "winogrande": 0.58, "boolq": 0.62}
+    models["laco-continue"] = post_trained(models["laco"], "laco", "continue", 3.6, 2.8, key="laco-continue",
+                                           method="laco", accuracy=trained, ppl=30.0)
+    models["laco-random"] = post_trained(models["laco"], "laco", "continue", 10.0, 6.5, key="laco-random", method="laco",
+                                         random_init=True, omit=["accuracy", "perplexity"])
+    models["llm-pruner-lora"] = post_trained(models["llm-pruner"], "llm-pruner", "lora", 4.0, 3.3, key="llm-pruner-lora",
+                                             method="llm-pruner", seconds=900.0, accuracy={
+                                                 "hellaswag": 0.34, "piqa": 0.62, "arc_easy": 0.46, "winogrande": 0.55,
+                                                 "boolq": 0.58}, ppl=36.0)
+    models["come-distill"] = post_trained(models["come"], "come", "distill", 2.0, 1.2, key="come-distill", method="come",
+                                          accuracy={"hellaswag": 0.43, "piqa": 0.70, "arc_easy": 0.60,
+                                                    "winogrande": 0.62, "boolq": 0.66}, ppl=34.0)
+    re_pruned = model_record("laco", 0.45, 3.0, {"pruned_from": {"label": "laco-continue", "fingerprint": "fp-laco-continue"}})
+    models["laco-re-pruned"] = {"method": "laco", "record": re_pruned, "weights": "w-laco-re-pruned", "point": "45%",
+                                "accuracy": {"hellaswag": 0.35, "piqa": 0.60, "arc_easy": 0.48, "winogrande": 0.53,
+                                             "boolq": 0.55}, "ppl": 55.0}
     return models
 
 

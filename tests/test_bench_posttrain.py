@@ -163,3 +163,23 @@ def test_a_source_entry_prunes_the_earlier_models_weights_and_states_its_ratio_a
                for i in range(layers(run / "weights" / "laco+post-trained")))
     timing = json.loads((run / "results" / "short-of-laco" / "pruning_time.json").read_text())
     assert timing["status"] == "ok"  # timed again from the source: the same parameter count or it fails
+
+
+def test_a_random_init_control_trains_the_same_recipe_from_random_weights_of_the_pruned_shape(tmp_path, data_dir):
+    """`random_init = true`: the trainer is told so, the settings name it (a change trains again) and the
+    record says it; its weights are none of the pruned model's."""
+    from conftest import tiny_loaded
+
+    loaded = tiny_loaded("llama")
+    loaded.model.save_pretrained(tmp_path / "dense")
+    loaded.tokenizer.save_pretrained(tmp_path / "dense")
+    control = PROFILE.replace('post_train = {{ recipe = "continue",', 'post_train = {{ recipe = "continue", random_init = true,')
+    (tmp_path / "p.toml").write_text(control.replace(', "pruning_time"', "")
+                                     .format(spec=tmp_path / "dense"))
+    profile = parse_profile(read_toml(tmp_path / "p.toml", "profile"))
+    assert runner.run_profile("p", profile, tmp_path / "run", data_dir=str(data_dir), progress=False) == []
+    doc = json.loads((tmp_path / "run" / "models" / "laco.json").read_text())
+    assert doc["record"]["post_training"]["random_init"] is True and doc["post_train_settings"]["random_init"] is True
+    pruned, trained = weights(Path(doc["pruned"]["saved"])), weights(Path(doc["saved"]))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert pruned.keys() == trained.keys() and not torch.allclose(pruned[name], trained[name], atol=1e-2)

@@ -8,8 +8,8 @@ from bench.profile import load_profile, parse_profile, profile_names, resolve_pr
 from laco import LacoError
 from laco.collapse import PAPER_SETTINGS
 
-SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "laco-ratio-sweep", "laco-ablations", "llama2-7b", "llama2-13b",
-           "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
+SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "laco-ratio-sweep", "laco-ablations", "laco-post-training", "llama2-7b",
+           "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
 
 
 def test_every_shipped_profile_resolves():

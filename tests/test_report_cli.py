@@ -272,18 +272,20 @@ def test_suites_pass_fail_and_skip_what_is_not_measured(tmp_path, case):
     result = pytest_suites(*([] if case == "none" else ["--run", run]))
     tail = result.stdout.strip().splitlines()[-1]
     # 15 LaCo claims pass; skipped: LaCo against the depth baselines (none in the run), CoMe's two claims (no
-    # CoMe model: its file is not judged), the profile's acceptance criteria (it declares none)
+    # CoMe model: its file is not judged), the six post-training claims (no model post-trained), the profile's
+    # acceptance criteria (it declares none)
     if case == "good":
-        assert result.returncode == 0 and tail.startswith("15 passed, 4 skipped"), result.stdout
+        assert result.returncode == 0 and tail.startswith("15 passed, 10 skipped"), result.stdout
+        assert "post-trained no model: claim laco-inherits-parameters is about post-training" in result.stdout
         assert "claims of run good (profile smollm2-135m)" in result.stdout
     elif case == "bad":
         assert result.returncode == 1 and "2 failed, 13 passed" in tail, result.stdout  # vs dense and vs baselines
         assert "laco-memory-below-dense is FAIL for laco" in result.stdout
     elif case == "missing":  # accuracy claims are skipped as not measured, never passed
-        assert result.returncode == 0 and "8 passed, 11 skipped" in tail, result.stdout
+        assert result.returncode == 0 and "8 passed, 17 skipped" in tail, result.stdout
         assert "not measured: laco: no accuracy result" in result.stdout
     else:
-        assert result.returncode == 0 and "19 skipped" in tail, result.stdout
+        assert result.returncode == 0 and "25 skipped" in tail, result.stdout
         assert "no run given" in result.stdout
 
 

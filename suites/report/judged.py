@@ -154,7 +154,8 @@ def full_section(run: Run, verdicts: list[Verdict], claims: Claims) -> str:
         "", table(rows, ["claim", "model", "ours [95% interval]", "verdict", "note"]) if rows else "",
         *_variant_lines(run, verdicts, decided=False), *_design_lines(run, verdicts), *_outside_lines(verdicts),
     ]
-    legend = [[f"`{c.id}`", c.statement, c.source] for c in claims.claims]
+    legend = [[f"`{c.id}`", c.statement, c.source] for c in claims.claims
+              if c.stage == "pruned" or run.post_trained]  # post-training's claims: only where a model was trained
     return "\n".join(["## Verdicts in full", "",
                       details(f"All {len(verdicts)} verdicts: notes, items to decide, verdicts outside their conditions",
                               *body),
