@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.weights_kept import WHILE_MEASURED, alive_at_each_step
 from laco.memory import format_size
 
 DISK_PROBE_BYTES = 64 << 20
@@ -50,10 +51,16 @@ class Plan:
     disk_at: Path  # the run folder's nearest existing parent, whose filesystem takes the copies
     rates: dict  # the probe's figures and the disk's write rate (GB/s)
     notes: list[str] = field(default_factory=list)
+    # per step of the run (bench.weights_kept), the pruned copies on disk during it; None: every copy to the end
+    copies_on_disk: list[list[str]] | None = None
 
     @property
     def disk_needed(self) -> int:
-        return sum(s.disk for s in self.steps)
+        """The copies' bytes on disk at the run's fullest step: their sum when the run keeps every copy."""
+        written = {s.model: s.disk for s in self.steps if s.step == "prune"}
+        if self.copies_on_disk is None:
+            return sum(written.values())
+        return max((sum(written[label] for label in labels) for labels in self.copies_on_disk), default=0)
 
     def table(self) -> str:
         from tabulate import tabulate
@@ -61,7 +68,8 @@ class Plan:
         rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), duration(s.seconds)]
                 for s in self.steps]
         known = [s.memory for s in self.steps if s.memory is not None]
-        rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", size(self.disk_needed),
+        disk = size(self.disk_needed) + (" (at once)" if self.copies_on_disk is not None else "")
+        rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", disk,
                      count(total(s.flops for s in self.steps)), duration(total(s.seconds for s in self.steps))])
         bound = f"{size(self.memory_bound[0])} ({self.memory_bound[1]})" if self.memory_bound else "not known here"
         lines = [tabulate(rows, headers=["model", "step", "peak memory", "disk written", "FLOPs", "est. time"]),
@@ -91,7 +99,17 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     for step in plan.steps:
         step.seconds = model.seconds(step, rates)
     plan.notes += model.notes_of(rates)
+    if profile.run.keep_pruned_weights == WHILE_MEASURED:
+        plan.copies_on_disk = alive_at_each_step(profile)
+        plan.notes.append(copies_note(plan))
     return plan
+
+
+def copies_note(plan: Plan) -> str:
+    fullest = max(plan.copies_on_disk, key=lambda labels: sum(s.disk for s in plan.steps
+                                                              if s.step == "prune" and s.model in labels), default=[])
+    return (f'disk written, total: keep_pruned_weights = "{WHILE_MEASURED}" removes each pruned copy once no later '
+            f"step reads it (bench.weights_kept): the most copies on disk at once, not their sum ({', '.join(fullest)})")
 
 
 def measured(key: str, profile) -> list[str]:

@@ -124,3 +124,17 @@ def test_a_prunes_planned_memory_is_its_formula(work, tiny_folder):
                + batch * config.num_attention_heads * seq * seq * 4)
     assert step.memory == weights + states + forward
     assert weights == dense_weight_bytes(tiny_folder)
+
+
+def test_a_run_that_removes_copies_once_read_plans_the_most_at_once(work, tiny_folder, capsys):
+    """keep_pruned_weights = "while-measured": no later step reads either copy (pruning time prunes the dense
+    model again), so one copy is on disk at a time; the total is one copy, not two, and the plan says why."""
+    (work / "p.toml").write_text(PROFILE.format(spec=tiny_folder) + '[run]\nkeep_pruned_weights = "while-measured"\n')
+    assert main(["bench", "--plan", "--profile", "p.toml", "--out", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    copy = format_size(int(dense_weight_bytes(tiny_folder) * 0.75))
+    assert [r[3] for r in rows if r[1] == "prune"] == [copy, copy]
+    assert rows[-1][3] == f"{copy} (at once)"
+    assert re.search(r'keep_pruned_weights = "while-measured" removes each pruned copy .*not their sum \(shortgpt\)', out)
+
