@@ -2,7 +2,9 @@
 the FLOPs and the time they take at this machine's measured rates; and the refusal of a run whose
 pruned copies cannot fit on the run folder's disk.
 
-Every figure comes from what the project already computes, on the model's config alone:
+Every figure comes from what the project already computes, on the model's config alone (a model not on
+this machine whose shape laco/data/synthetic_models.toml writes down: that entry's config, and the
+tokenizer its synthetic stand-in is built with for the calibration batch):
 - peak memory of a measurement: its estimate (`bench.budget`), the dense model's for every model (a
   pruned model holds less); of a prune: the method's declared formula (`laco.pruners.memory_need`) on
   the model's shape and calibration batch (`laco.stream.plan.model_shape`), resident, as the bench
@@ -23,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.weights_kept import WHILE_MEASURED, alive_at_each_step
 from laco.memory import format_size
 
 DISK_PROBE_BYTES = 64 << 20
@@ -50,10 +53,16 @@ class Plan:
     disk_at: Path  # the run folder's nearest existing parent, whose filesystem takes the copies
     rates: dict  # the probe's figures and the disk's write rate (GB/s)
     notes: list[str] = field(default_factory=list)
+    # per step of the run (bench.weights_kept), the pruned copies on disk during it; None: every copy to the end
+    copies_on_disk: list[list[str]] | None = None
 
     @property
     def disk_needed(self) -> int:
-        return sum(s.disk for s in self.steps)
+        """The copies' bytes on disk at the run's fullest step: their sum when the run keeps every copy."""
+        written = {s.model: s.disk for s in self.steps if s.step == "prune"}
+        if self.copies_on_disk is None:
+            return sum(written.values())
+        return max((sum(written[label] for label in labels) for labels in self.copies_on_disk), default=0)
 
     def table(self) -> str:
         from tabulate import tabulate
@@ -61,7 +70,8 @@ class Plan:
         rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), duration(s.seconds)]
                 for s in self.steps]
         known = [s.memory for s in self.steps if s.memory is not None]
-        rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", size(self.disk_needed),
+        disk = size(self.disk_needed) + (" (at once)" if self.copies_on_disk is not None else "")
+        rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", disk,
                      count(total(s.flops for s in self.steps)), duration(total(s.seconds for s in self.steps))])
         bound = f"{size(self.memory_bound[0])} ({self.memory_bound[1]})" if self.memory_bound else "not known here"
         lines = [tabulate(rows, headers=["model", "step", "peak memory", "disk written", "FLOPs", "est. time"]),
@@ -91,7 +101,17 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     for step in plan.steps:
         step.seconds = model.seconds(step, rates)
     plan.notes += model.notes_of(rates)
+    if profile.run.keep_pruned_weights == WHILE_MEASURED:
+        plan.copies_on_disk = alive_at_each_step(profile)
+        plan.notes.append(copies_note(plan))
     return plan
+
+
+def copies_note(plan: Plan) -> str:
+    fullest = max(plan.copies_on_disk, key=lambda labels: sum(s.disk for s in plan.steps
+                                                              if s.step == "prune" and s.model in labels), default=[])
+    return (f'disk written, total: keep_pruned_weights = "{WHILE_MEASURED}" removes each pruned copy once no later '
+            f"step reads it (bench.weights_kept): the most copies on disk at once, not their sum ({', '.join(fullest)})")
 
 
 def measured(key: str, profile) -> list[str]:
@@ -113,33 +133,68 @@ class Sizing:
     """The model's figures, read once from its config: measurement estimates, prune formulas, FLOPs."""
 
     def __init__(self, profile, data_dir: str | None, notes: list[str]):
+        from laco.synthetic import stand_in_for
+
         self.profile, self.data_dir, self.notes = profile, data_dir, notes
-        self.shape, self.meta, self.why_not = None, None, ""
+        self.shape, self.meta, self.config, self.why_not = None, None, None, ""
         self._prune_shapes: dict[int, object] = {}
         self._flops: dict[tuple, float] = {}
+        m = profile.model
         try:
-            self.folder = prepared_folder(profile.model.spec, profile.model.revision)
-            self.read_config()
+            self.folder = prepared_folder(m.spec, m.revision)
         except Exception as exc:  # noqa: BLE001  (a model the plan cannot size: the run's own checks say why)
             self.folder, self.why_not = None, first_line(exc)
-        if self.folder is None:
+        # not on this machine (a hub model, a synthetic one not built yet): the shape its entry of
+        # laco/data/synthetic_models.toml writes down
+        self.stand_in = None if self.folder else stand_in_for(m.spec)
+        try:
+            self.read_config()
+        except Exception as exc:  # noqa: BLE001
+            self.shape, self.meta, self.why_not = None, None, first_line(exc)
+        if self.meta is None:
             why = self.why_not or NO_FOLDER
             self.notes.append(f"{NOT_READ}: the model's config is not read here ({why})")
+        else:
+            self.notes.append(self.weights_note())
 
     def read_config(self) -> None:
+        """The model's shape and its meta-device skeleton: from its folder, or from its stand-in's entry."""
         import json
+
+        from transformers import AutoConfig
 
         from bench.budget import shape_of
         from laco.memory import meta_model
+        from laco.synthetic import known, transformers_config
 
-        if self.folder is None:
+        trust = self.profile.model.trust_remote_code
+        if self.folder is not None:
+            config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+            self.config = AutoConfig.from_pretrained(self.folder, trust_remote_code=trust)
+        elif self.stand_in is not None:
+            config = dict(known()[self.stand_in].config)
+            self.config = transformers_config(self.stand_in, "bfloat16")
+        else:
             return
-        config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
         self.shape = shape_of(config)
-        from transformers import AutoConfig
+        self.meta = meta_model(self.config, trust_remote_code=trust)
 
-        self.meta = meta_model(AutoConfig.from_pretrained(self.folder, trust_remote_code=self.profile.model.trust_remote_code),
-                               trust_remote_code=self.profile.model.trust_remote_code)
+    def weights_note(self) -> str:
+        """The dense weights: parameters x the bytes of the run's dtype; where the shape came from; where they go."""
+        from bench.budget import DTYPE_BYTES
+        from laco.synthetic import DATA_FILE, known
+
+        m = self.profile.model
+        params = sum(p.numel() for p in self.meta.parameters())
+        nbytes = DTYPE_BYTES.get(m.dtype, 4)
+        note = f"weights: {params:,} parameters x {nbytes} B ({m.dtype}) = {format_size(params * nbytes)}"
+        if self.stand_in is not None:
+            note += (f"; the shape is laco/{DATA_FILE} [{self.stand_in}] ({known()[self.stand_in].model_id}'s config "
+                     "written down), the model's files not being on this machine")
+        if m.device_map:
+            note += (f"; accelerate's device_map = {m.device_map!r} spreads them over the visible GPUs (a step's peak "
+                     "memory: the sum over them)")
+        return note
 
     def measurement(self, key: str, name: str, kept: float, prune: Step | None = None) -> Step:
         if name == "pruning_time":  # the method prunes the dense model again, `repeats` times
@@ -173,10 +228,10 @@ class Sizing:
 
     def prune_shape(self, method):
         """The dense model's shape in the prune dtype with the method's calibration batch (None: not read)."""
-        from laco.stream.plan import model_shape
+        from laco.stream.plan import config_shape, model_shape
 
         calibration = method.calibration or self.profile.calibration
-        if self.folder is None:
+        if self.meta is None:
             return None
         if id(calibration) not in self._prune_shapes:
             try:
@@ -184,8 +239,10 @@ class Sizing:
 
                 sentences, _ = calibration_texts(calibration, self.data_dir, self.profile)
                 m = self.profile.model
-                self._prune_shapes[id(calibration)] = model_shape(str(self.folder), m.pruning_dtype(), sentences,
-                                                                  m.trust_remote_code)
+                self._prune_shapes[id(calibration)] = (
+                    model_shape(str(self.folder), m.pruning_dtype(), sentences, m.trust_remote_code) if self.folder
+                    else config_shape(self.config, stand_in_tokenizer(self.config.vocab_size), m.pruning_dtype(),
+                                      sentences, m.trust_remote_code))
             except Exception as exc:  # noqa: BLE001  (the run's own check of the calibration says what is wrong)
                 self._prune_shapes[id(calibration)] = None
                 self.notes.append(f"{NOT_READ}: the calibration of {method.label} is not read here ({first_line(exc)})")
@@ -266,6 +323,20 @@ def prepared_folder(spec: str, revision: str | None) -> Path | None:
     else:
         folder = Path(source.path) if source.path else None
     return folder if folder is not None and (folder / "config.json").is_file() else None
+
+
+def stand_in_tokenizer(vocab_size: int):
+    """The tokenizer a synthetic stand-in is built with (laco.synthetic), from the embedded model's converted
+    folder when it is on this machine; the plan converts nothing."""
+    from transformers import AutoTokenizer
+
+    from laco import LacoError
+    from laco.synthetic import TOKENIZER_FROM, synthetic_tokenizer
+
+    folder = prepared_folder(TOKENIZER_FROM, None)
+    if folder is None:
+        raise LacoError(f"the stand-in's tokenizer ({TOKENIZER_FROM}'s) is not converted on this machine yet")
+    return synthetic_tokenizer(vocab_size, AutoTokenizer.from_pretrained(folder))
 
 
 def existing_parent(path: Path) -> Path:

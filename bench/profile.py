@@ -155,6 +155,12 @@ class VllmSettings(Strict):
     models: list[str] | None = None
 
 
+class RunSettings(Strict):
+    # "while-measured": a pruned model's weights folder is removed once no later step of the run reads it;
+    # its record (with the weights digest) and results stay, and a resume reuses them (bench.weights_kept)
+    keep_pruned_weights: Literal["always", "while-measured"] = "always"
+
+
 class Acceptance(Strict):
     """A release criterion of this profile, judged by the suites like a claim against the dense model."""
 
@@ -181,6 +187,7 @@ class Profile(Strict):
     throughput: ThroughputSettings = Field(default_factory=ThroughputSettings)
     pruning_time: PruningTimeSettings = Field(default_factory=PruningTimeSettings)
     vllm: VllmSettings = Field(default_factory=VllmSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     acceptance: list[Acceptance] = Field(default_factory=list)
 
     @field_validator("measurements")

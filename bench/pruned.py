@@ -17,11 +17,16 @@ An entry with `source = "LABEL"` prunes that earlier entry's saved model (post-t
 instead of the dense one. Its target is a ratio of the dense model, given to the pruner as the ratio
 of its input that reaches it, and its record states the parameters against the dense model (the
 pruner's own figures under `pruned_from`). An entry with `post_train` is then trained (bench.posttrained).
+
+With `[run] keep_pruned_weights = "while-measured"` the runner removes a model's weights once no later
+step reads them (bench.weights_kept); its record is then reused without them, and `restore_weights`
+prunes again, with the recorded settings, for a step that must read them, checking the recorded digest.
 """
 
 from __future__ import annotations
 
 import inspect
+import shutil
 
 from bench.context import RunContext
 from bench.posttrained import drop_post_training, post_trained_subject, pruning_stage
@@ -79,7 +84,11 @@ def reusable(method: MethodSettings, ctx: RunContext, settings: dict) -> Subject
     same_settings = doc and (doc.get("prune_settings_hash") == settings_hash(settings) or (
         store.reuse_other_code and settings_hash(_without_code(doc.get("prune_settings") or {}))
         == settings_hash(_without_code(settings))))
-    if not (same_settings and (folder / "laco.json").is_file() and doc.get("weights_sha256") == folder_weights_sha256(folder)):
+    if not same_settings:
+        return None
+    removed = not folder.exists() and removes_weights(method.label, ctx)  # trusted: the digest is checked when remade
+    intact = (folder / "laco.json").is_file() and doc.get("weights_sha256") == folder_weights_sha256(folder)
+    if not (removed or intact):
         return None
     return Subject(method.label, method.name, doc["fingerprint"], doc["record"], ctx.pruned_load_args(folder),
                    folder=str(folder), prune_call=doc.get("prune_call"))
@@ -87,20 +96,9 @@ def reusable(method: MethodSettings, ctx: RunContext, settings: dict) -> Subject
 
 def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sentences: list[str]) -> Subject:
     """Prune a fresh dense copy, save it under the run's weights and record it; the subject holds it in memory."""
-    from laco.pruners import get_pruner
-    from laco.saving import save_pruned
-
     source = source_model(method, ctx.store)
-    loaded = ctx.load_to_prune(source and source["saved"], method.source)
-    pruner = get_pruner(method.name)
-    kwargs = pruner_arguments(pruner, settings, ctx)
-    if source and "target_ratio" in kwargs:
-        kwargs["target_ratio"] = target_against_source(kwargs["target_ratio"], source["record"])
-    outcome = pruner(loaded, sentences, **kwargs)
-    kill_point("bench:pruned")
-    record = against_dense(outcome.record, source, settings["target_ratio"]) if source else outcome.record
+    outcome, loaded, kwargs, record = prune_into_folder(method, ctx, settings, sentences, source)
     folder = ctx.store.weights_dir(method.label)
-    save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     weights = folder_weights_sha256(folder)
     identity = pruned_identity(record, weights, ctx.profile.model)
     prune_call = {"name": method.name, "kwargs": retiming_kwargs(kwargs, record), "sentences": sentences,
@@ -114,6 +112,56 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
     if ctx.profile.model.pruning_dtype() == ctx.profile.model.dtype:  # else measured as saved, in the run's dtype
         subject.adopt(outcome.model, loaded.tokenizer)
     return subject
+
+
+def prune_into_folder(method: MethodSettings, ctx: RunContext, settings: dict, sentences: list[str], source: dict | None):
+    """Prune a fresh copy of the dense model (or of `source`'s) and save it under the run's weights of the
+    label: (the pruner's outcome, the loaded input, the pruner's arguments, the record saved)."""
+    from laco.pruners import get_pruner
+    from laco.saving import save_pruned
+
+    if source:
+        restore_weights(source["key"], ctx)
+    loaded = ctx.load_to_prune(source and source["saved"], method.source)
+    pruner = get_pruner(method.name)
+    kwargs = pruner_arguments(pruner, settings, ctx)
+    if source and "target_ratio" in kwargs:
+        kwargs["target_ratio"] = target_against_source(kwargs["target_ratio"], source["record"])
+    outcome = pruner(loaded, sentences, **kwargs)
+    kill_point("bench:pruned")
+    record = against_dense(outcome.record, source, settings["target_ratio"]) if source else outcome.record
+    save_pruned(outcome.model, loaded.tokenizer, ctx.store.weights_dir(method.label), record, force=True)
+    return outcome, loaded, kwargs, record
+
+
+def removes_weights(label: str, ctx: RunContext) -> bool:
+    """True when the run removes this entry's weights once read (`[run] keep_pruned_weights`, bench.weights_kept)."""
+    from bench.weights_kept import last_reader
+
+    return label in last_reader(ctx.profile)
+
+
+def weights_removed(label: str, ctx: RunContext) -> bool:
+    """True when the run removed the weights of `label` and a step that reads them must make them again."""
+    return removes_weights(label, ctx) and not (ctx.store.weights_dir(label) / "laco.json").is_file()
+
+
+def restore_weights(label: str, ctx: RunContext) -> None:
+    """Make again the weights the run removed from weights/<label> (its source's first, when also removed),
+    with the recorded settings, and check they are the recorded ones: the results kept stand for those."""
+    if not weights_removed(label, ctx):
+        return
+    method = next(m for m in ctx.profile.methods if m.label == label)
+    doc = pruning_stage(ctx.store.read_model(label))
+    sentences, _ = ctx.calibration(method.calibration)
+    prune_into_folder(method, ctx, doc["prune_settings"], sentences, source_model(method, ctx.store))
+    folder = ctx.store.weights_dir(label)
+    made = folder_weights_sha256(folder)
+    if made != doc["weights_sha256"]:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise LacoError(f"{label}: pruned again for a step that reads its weights, it gave other weights (sha256 "
+                        f"{made[:12]}) than those its results were measured on ({doc['weights_sha256'][:12]}); "
+                        f"remove {ctx.store.model_path(label)} to prune and measure it afresh")
 
 
 def target_against_source(target: float, source_record: dict) -> float:

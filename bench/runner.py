@@ -33,12 +33,13 @@ from bench.dtype import settle_dtype
 from bench.parts import cache_model, failed_parts, origin
 from bench.posttrained import check_training_text
 from bench.profile import MethodSettings, Profile
-from bench.pruned import model_dtypes, pruned_subject
+from bench.pruned import model_dtypes, pruned_subject, restore_weights, weights_removed
 from bench.results_cache import ResultsCache, cache_folder
 from bench.rounds import measure_phase
 from bench.store import RunStore, code_key, now, settings_hash
 from bench.subject import Outcome, Subject, dense_folder
 from laco import LacoError
+from laco.atomic import remove_folder
 from laco.faults import kill_point
 from laco.provenance import device_info, fingerprint, git_commit, library_versions
 
@@ -72,8 +73,10 @@ def run_profile(profile_name: str, profile: Profile, out: str | Path, *, data_di
             subjects = [run.dense(source)]
             for method in profile.methods:
                 subjects += run.pruned(method)
+                run.remove_weights_after(method.label)
             for name in PHASED:
                 run.phase(name, subjects)
+                run.remove_weights_after(name)
     finally:
         ctx.store.count_cache(cache.root if cache else None, cache.counts if cache else {})
     if not run.failures:
@@ -173,6 +176,7 @@ class Run:
             settings = module.settings(self.ctx)
             digest = settings_hash(settings)
             if not self.ctx.store.is_fresh(subject.key, name, subject.fingerprint, digest):
+                self.read_weights_of([subject])
                 self.measure_one(subject, name, module, settings, digest)
             self.bar.update()
 
@@ -210,6 +214,7 @@ class Run:
         settings = importlib.import_module(MODULES[name]).settings(self.ctx)
         digest = settings_hash(settings)
         if not self.phase_is_fresh(name, taking, digest):
+            self.read_weights_of(taking, sources=name == "pruning_time")
             started, t0 = now(), time.perf_counter()
             outcomes = self.attempt(name, lambda: time_phase(name, taking, settings, self.ctx))
             if isinstance(outcomes, Outcome):  # the phase failed: every model's result says why
@@ -218,6 +223,22 @@ class Run:
         for subject in taking:
             subject.release()
         self.bar.update()
+
+    def read_weights_of(self, subjects: list[Subject], sources: bool = False) -> None:
+        """Make again the weights a step reads that the run removed (`[run] keep_pruned_weights`): of the
+        subjects, or (`sources`: pruning again) of the entries they prune further."""
+        methods = {m.label: m for m in self.ctx.profile.methods}
+        labels = [methods[s.key].source if sources else s.key for s in subjects if s.key in methods]
+        for label in [label for label in labels if label and weights_removed(label, self.ctx)]:
+            self.bar.set_postfix_str(f"{label}: pruning again (its weights were removed)")
+            restore_weights(label, self.ctx)
+
+    def remove_weights_after(self, step: str) -> None:
+        """Remove the pruned weights no step after `step` reads (bench.weights_kept)."""
+        from bench.weights_kept import removable_after
+
+        for label in removable_after(step, self.ctx.profile):
+            remove_folder(self.ctx.store.weights_dir(label))
 
     def phase_is_fresh(self, name: str, subjects: list[Subject], digest: str) -> bool:
         store = self.ctx.store

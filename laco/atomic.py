@@ -97,6 +97,17 @@ def _put_in_place(tmp: Path, path: Path, if_exists: IfExists) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_folder(path: str | Path) -> None:
+    """Remove a folder as one step: it is renamed aside first (an .old- temporary, which a kill midway
+    leaves for `clean_temporaries`), so no torn folder stays under its name."""
+    path = Path(path)
+    if not path.exists():
+        return
+    old = path.parent / f".{path.name}{OLD_MARK}{os.getpid()}"
+    path.rename(old)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def is_temporary(path: Path) -> bool:
     """A name this module gives to what is not yet (or no longer) in place."""
     name = path.name

@@ -50,6 +50,11 @@ class SyntheticModel(Strict):
     needs_remote_code: bool = False
     config: dict[str, Any]
 
+    @property
+    def model_id(self) -> str:
+        """The published model whose shape this is: the first field of `source`."""
+        return self.source.split(",")[0].strip()
+
 
 @dataclass(frozen=True)
 class SyntheticSpec:
@@ -65,6 +70,15 @@ def known() -> dict[str, SyntheticModel]:
 
     text = resources.files("laco").joinpath(DATA_FILE).read_text(encoding="utf-8")
     return {name: validate(entry, SyntheticModel, f"laco/{DATA_FILE} [{name}]") for name, entry in tomllib.loads(text).items()}
+
+
+def stand_in_for(spec: str) -> str | None:
+    """The entry that gives the shape of `spec` without its files: NAME of `synthetic:NAME[,...]`, or the
+    entry whose `source` names the model id `spec` (a hub model not on this machine); None: no entry."""
+    if spec.startswith(PREFIX):
+        name = spec.removeprefix(PREFIX).split(",")[0]
+        return name if name in known() else None
+    return next((name for name, entry in known().items() if entry.model_id == spec), None)
 
 
 def parse(spec: str) -> SyntheticSpec:

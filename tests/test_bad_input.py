@@ -225,6 +225,9 @@ ROWS = [
         r"methods\[0\]\.source: 'later' must be the label of an earlier method entry \(earlier: none\)"),
     Bad("profile-source-itself", bench("{ws}/source-itself.toml"),
         r"methods\[1\]\.source: 'self' must be the label of an earlier method entry \(earlier: drop\)"),
+    Bad("profile-keep-weights-bad-value", bench("{ws}/keep-value.toml"),
+        r"keep-value\.toml: run\.keep_pruned_weights: Input should be 'always' or 'while-measured' \(got 'while-measure'\)"),
+    Bad("profile-keep-weights-typo", bench("{ws}/keep-typo.toml"), r"keep-typo\.toml: unknown key 'run\.keep_pruned_weight'"),
     Bad("bench-unknown-flag", ["bench", "--profiel", "{ws}/quick.toml"], r"unrecognized arguments: --profiel"),
     # claims and tolerances
     Bad("claims-typo", ["gate", "{ws}/tiny", "--claims", "{ws}/claims-typo.toml"],
@@ -360,6 +363,8 @@ def ws(tmp_path_factory) -> Path:
     (ws / "pruned-copies.toml").write_text(quick + '[[methods]]\nname = "shortgpt"\ntarget = 0.25\n')
     (ws / "prune-dtype.toml").write_text(quick.replace("[model]\n", '[model]\nprune_dtype = "fp32"\n'))
     (ws / "not-toml.toml").write_text(quick.replace("[model]", "[model"))
+    (ws / "keep-value.toml").write_text(quick + '[run]\nkeep_pruned_weights = "while-measure"\n')
+    (ws / "keep-typo.toml").write_text(quick + '[run]\nkeep_pruned_weight = "while-measured"\n')
     drop = '[[methods]]\nname = "drop"\ntarget = 0.3\n'
     for name, entry in [("post-recipe", 'post_train = { recipe = "contine" }'),
                         ("post-param", 'post_train = { recipe = "continue", params = { rank = 8 } }'),

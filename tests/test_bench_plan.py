@@ -124,3 +124,36 @@ def test_a_prunes_planned_memory_is_its_formula(work, tiny_folder):
                + batch * config.num_attention_heads * seq * seq * 4)
     assert step.memory == weights + states + forward
     assert weights == dense_weight_bytes(tiny_folder)
+
+
+def test_a_run_that_removes_copies_once_read_plans_the_most_at_once(work, tiny_folder, capsys):
+    """keep_pruned_weights = "while-measured": no later step reads either copy (pruning time prunes the dense
+    model again), so one copy is on disk at a time; the total is one copy, not two, and the plan says why."""
+    (work / "p.toml").write_text(PROFILE.format(spec=tiny_folder) + '[run]\nkeep_pruned_weights = "while-measured"\n')
+    assert main(["bench", "--plan", "--profile", "p.toml", "--out", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    copy = format_size(int(dense_weight_bytes(tiny_folder) * 0.75))
+    assert [r[3] for r in rows if r[1] == "prune"] == [copy, copy]
+    assert rows[-1][3] == f"{copy} (at once)"
+    assert re.search(r'keep_pruned_weights = "while-measured" removes each pruned copy .*not their sum \(shortgpt\)', out)
+
+
+def test_a_hub_model_not_on_this_machine_is_sized_from_its_written_down_shape(work, capsys):
+    """meta-llama/Llama-2-7b-hf is not here (offline, not in the hub cache): its shape comes from
+    laco/data/synthetic_models.toml's entry naming it, so the plan states its weights, memory and FLOPs."""
+    (work / "hub.toml").write_text('measurements = ["memory", "flops"]\n[model]\nspec = "meta-llama/Llama-2-7b-hf"\n'
+                                   'dtype = "float16"\ndevice = "cuda"\n')
+    assert main(["bench", "--plan", "--profile", "hub.toml", "--out", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    # Llama 2 7B: 32 layers of width 4096 (four 4096 x 4096 attention projections, three 4096 x 11008 MLP
+    # matrices, two norms), 32,000-token embeddings and an untied head, a final norm: 6.74e9 parameters
+    hidden, mlp, layers, vocab = 4096, 11008, 32, 32000
+    params = 2 * vocab * hidden + layers * (4 * hidden * hidden + 3 * hidden * mlp + 2 * hidden) + hidden
+    assert round(params / 1e9, 2) == 6.74
+    assert f"- weights: {params:,} parameters x 2 B (float16) = {format_size(2 * params)}; the shape is " \
+           "laco/data/synthetic_models.toml [llama2-7b] (meta-llama/Llama-2-7b-hf's config written down)" in out
+    assert format_size(2 * params) == "13.5 GB"
+    memory = next(r for r in table_rows(out) if r[:2] == ["dense", "memory"])
+    assert memory[2] != "?" and memory[4] != "?", out
+    assert "the model's config is not read here" not in out

@@ -9,7 +9,7 @@ from laco import LacoError
 from laco.collapse import PAPER_SETTINGS
 
 SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "laco-ratio-sweep", "laco-ablations", "laco-post-training", "llama2-7b",
-           "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b"}
+           "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b", "llama2-7b-shape"}
 
 
 def test_every_shipped_profile_resolves():
@@ -135,3 +135,16 @@ def test_post_train_and_source_are_read_into_the_method_entry():
     assert profile.methods[1].post_train is None
     with pytest.raises(LacoError, match=r"methods\[0\]\.post_train\.documents: must be \[first, end\)"):
         parse_profile(base(methods=[{"name": "laco", "post_train": {"recipe": "continue", "documents": [5, 2]}}]))
+
+
+def test_the_7b_rehearsal_runs_the_7b_shape_in_bf16_with_one_pruned_copy_at_a_time():
+    from bench.weights_kept import alive_at_each_step
+
+    profile, gpu = load_profile("llama2-7b-shape")[1], load_profile("llama2-7b")[1]
+    m = profile.model
+    assert (m.spec, m.dtype, m.bf16_fallback, m.pruning_dtype(), m.device) == (
+        "synthetic:llama2-7b", "bfloat16", "keep", "bfloat16", "cpu")
+    assert profile.methods[0].params == gpu.methods[0].params  # LaCo at the paper's Table 8 setting, as on GPU
+    assert {x.name for x in profile.methods} < {x.name for x in gpu.methods}
+    assert not {"accuracy", "throughput_vllm"} & set(profile.measurements)  # synthetic weights: speed and memory
+    assert max(len(labels) for labels in alive_at_each_step(profile)) == 1

@@ -71,16 +71,23 @@ def model_shape(spec: str, dtype: str, sentences: list[str], trust_remote_code: 
     config and tokenizer only (nothing is loaded; a synthetic model is built first)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from laco.architectures import inspect_config
-    from laco.calibration import tokenize
-    from laco.memory import meta_model, shape_of
-    from laco.stream.model import local_folder, torch_dtype
+    from laco.stream.model import local_folder
 
     _, folder = local_folder(spec)
     config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return config_shape(config, tokenizer, dtype, sentences, trust_remote_code)
+
+
+def config_shape(config, tokenizer, dtype: str, sentences: list[str], trust_remote_code: bool = False) -> ModelShape:
+    """The shape of a transformers config in `dtype` with the calibration batch `tokenizer` makes of `sentences`."""
+    from laco.architectures import inspect_config
+    from laco.calibration import tokenize
+    from laco.memory import meta_model, shape_of
+    from laco.stream.model import torch_dtype
+
     inspect_config(config, trust_remote_code=trust_remote_code)  # an unsupported layout fails as the loader says
     kind = torch_dtype(dtype, config)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     batch = tokenize(tokenizer, sentences)["input_ids"].shape
