@@ -115,7 +115,7 @@ def copies_note(plan: Plan) -> str:
 
 
 def measured(key: str, profile) -> list[str]:
-    from bench.runner import measurements_of
+    from bench.profile import measurements_of
 
     return [n for n in measurements_of(key, profile) if not (key == "dense" and n == "pruning_time")]
 

@@ -319,3 +319,14 @@ def default_point(method: MethodSettings, methods: list[MethodSettings]) -> str:
     if isinstance(target, float):
         return f"{target:.0%}"
     return method.label
+
+
+# the measurements run in phases after every model is pruned (interleaved rounds over the models)
+PHASED = ("pruning_time", "throughput_hf", "throughput_vllm")
+
+
+def measurements_of(key: str, profile: Profile) -> list[str]:
+    """The measurements a model takes: the profile's, or the subset its method entry names."""
+    method = next((m for m in profile.methods if m.label == key), None)
+    own = method.measurements if method else None
+    return [n for n in profile.measurements if own is None or n in own]

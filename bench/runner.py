@@ -32,7 +32,7 @@ from bench.context import RunContext
 from bench.dtype import settle_dtype
 from bench.parts import cache_model, failed_parts, origin
 from bench.posttrained import check_training_text
-from bench.profile import MethodSettings, Profile
+from bench.profile import PHASED, MethodSettings, Profile, measurements_of
 from bench.pruned import model_dtypes, pruned_subject, restore_weights, weights_removed
 from bench.results_cache import ResultsCache, cache_folder
 from bench.rounds import measure_phase
@@ -53,7 +53,6 @@ MODULES = {
     "throughput_vllm": "bench.vllm.measure",
 }
 # measured for all models together, in interleaved rounds (bench.rounds), after every model is pruned
-PHASED = ("pruning_time", "throughput_hf", "throughput_vllm")
 WHOLE_CACHED = ("memory", "flops")  # reused whole from the shared cache; perplexity and accuracy by part
 
 
@@ -96,13 +95,6 @@ def check_up_front(ctx: RunContext):
         if method.post_train is not None:
             check_training_text(method, f"methods[{i}]", ctx)
     return resolve(ctx.profile.model.spec, revision=ctx.profile.model.revision)
-
-
-def measurements_of(key: str, profile: Profile) -> list[str]:
-    """The measurements a model takes: the profile's, or the subset its method entry names."""
-    method = next((m for m in profile.methods if m.label == key), None)
-    own = method.measurements if method else None
-    return [n for n in profile.measurements if own is None or n in own]
 
 
 def dense_fingerprint(source_fingerprint: str, dtype: str) -> str:

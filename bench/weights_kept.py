@@ -22,14 +22,14 @@ ALWAYS, WHILE_MEASURED = "always", "while-measured"
 
 def steps_of(profile) -> list[str]:
     """The run's steps in order: each method entry's label, then each phase the profile measures."""
-    from bench.runner import PHASED
+    from bench.profile import PHASED
 
     return [m.label for m in profile.methods] + [name for name in PHASED if name in profile.measurements]
 
 
 def readers(label: str, profile) -> list[str]:
     """The steps that read the weights of `label`'s pruned model."""
-    from bench.runner import measurements_of
+    from bench.profile import measurements_of
 
     later = [m for m in profile.methods if m.source == label]
     steps = [label, *(m.label for m in later)]
