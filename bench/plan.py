@@ -30,7 +30,11 @@ from laco.memory import format_size
 
 DISK_PROBE_BYTES = 64 << 20
 PROBE_BUDGET_S = 0.1  # per probe workload: the plan prints in about a second
-ITEM_TOKENS = 512  # assumed per accuracy item: lm-eval scores each choice as its own request
+ITEM_TOKENS = 512  # assumed per accuracy item without a local data file to read
+# An item's tokens, estimated from its line in the local data file (its context and every choice, each
+# fed once by the shared-context path) at about 4 characters a token, as English BPE text runs; on the
+# CPU default's four tasks this put the dense accuracy at 256 s against 151 s measured (2026-12-02).
+CHARS_PER_TOKEN = 4
 NOT_READ = "?"
 NO_FOLDER = "no local folder yet: a GGUF or synthetic model is made by its first load, a hub model is downloaded by it"
 
@@ -257,15 +261,31 @@ class Sizing:
             w = p.perplexity
             return None if w.n_windows is None else self.count(1, w.window, 1, "prefill") * w.n_windows
         if name == "accuracy":
-            limits = [t.limit for t in p.accuracy.tasks.values()]
-            if not limits or None in limits:
+            items = [self.item_tokens(task, t.limit) for task, t in p.accuracy.tasks.items()]
+            if not items or None in items:
                 return None
-            return self.count(1, ITEM_TOKENS, 1, "prefill") * sum(limits)
+            return sum(self.count(1, max(1, round(tokens)), 1, "prefill") * n for tokens, n in items)
         if name == "memory":
             g = p.memory
             return self.count(g.batch_size, g.prompt_len, g.new_tokens, "workload")
         t = p.throughput  # throughput_hf, throughput_vllm: every round and warm-up runs the workload
         return self.count(t.batch_size, t.input_len, t.output_len, "workload") * (t.rounds + t.warmup)
+
+    def item_tokens(self, task: str, limit: int | None) -> tuple[float, int] | None:
+        """(tokens an item, items) of a task: from the first `limit` lines of its local data file (the split
+        lm-eval scores: test, else validation), else ITEM_TOKENS; None without a limit or a readable file."""
+        from bench.tasks import load_table
+
+        entry = load_table(self.data_dir, self.profile.tasks).tasks.get(task)
+        split = entry and (entry.files.get("test") or entry.files.get("validation"))
+        if self.data_dir is None or not split:
+            return None if limit is None else (ITEM_TOKENS, limit)
+        try:
+            with open(Path(self.data_dir) / split, "rb") as lines:
+                sizes = [len(line) for line, _ in zip(lines, range(limit or 10**9)) if line.strip()]
+        except OSError:
+            return None if limit is None else (ITEM_TOKENS, limit)
+        return (sum(sizes) / len(sizes) / CHARS_PER_TOKEN, len(sizes)) if sizes else None
 
     def count(self, batch: int, tokens: int, new: int, part: str) -> float | None:
         from bench.flops import count_flops
@@ -301,10 +321,11 @@ class Sizing:
             "a method without a ratio target (or matching one without) is counted at the dense size",
             f"FLOPs: bench.flops.count_flops of each workload on the meta device (logits of the last position only); "
             f"perplexity {p.perplexity.n_windows} windows of {p.perplexity.window} tokens (lm-eval's wikitext not "
-            f"counted); accuracy {ITEM_TOKENS} tokens an item assumed; a prune: one forward of its calibration batch per "
+            f"counted); accuracy: an item's tokens are its line in the local data file at {CHARS_PER_TOKEN} characters a token "
+            f"({ITEM_TOKENS} assumed without one); a prune: one forward of its calibration batch per "
             "layer (a search's most); a pruned model's: the dense model's x the parameters kept; ? where unknown",
             f"est. time: FLOPs at the probe's matmul rate ({probe}), a prune's weights at the disk's write rate "
-            f"({disk}): a lower bound, the elementwise work and the loads left out",
+            f"({disk}): an estimate, the elementwise work and the loads left out",
         ]
 
 

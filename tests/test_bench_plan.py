@@ -157,3 +157,23 @@ def test_a_hub_model_not_on_this_machine_is_sized_from_its_written_down_shape(wo
     memory = next(r for r in table_rows(out) if r[:2] == ["dense", "memory"])
     assert memory[2] != "?" and memory[4] != "?", out
     assert "the model's config is not read here" not in out
+
+
+def test_an_accuracy_items_tokens_come_from_its_line_in_the_data_file(work, tmp_path):
+    """Two piqa items of 400 and 800 bytes: 150 tokens each on average at 4 characters a token, so the plan
+    counts two forwards of 150 tokens (the model's own FLOP count, independent of the plan)."""
+    from bench.flops import count_flops
+    from bench.plan import Sizing
+    from bench.profile import parse_profile
+    from laco.config import tomllib
+
+    data = tmp_path / "data"
+    (data / "piqa").mkdir(parents=True)
+    (data / "piqa" / "validation.jsonl").write_bytes(b"x" * 399 + b"\n" + b"y" * 799 + b"\n" + b"z" * 99 + b"\n")
+    text = PROFILE.format(spec=work.joinpath("p.toml").read_text().split('spec = "')[1].split('"')[0])
+    profile = parse_profile({**tomllib.loads(text), "accuracy": {"tasks": {"piqa": {"limit": 2}}}})
+    sizing = Sizing(profile, str(data), [])
+    assert sizing.item_tokens("piqa", 2) == (150.0, 2)
+    expected = 2 * count_flops(sizing.meta, 1, 150, 1)["prefill"]["flops"]
+    assert sizing.workload_flops("accuracy") == expected
+    assert Sizing(profile, None, []).item_tokens("piqa", 2) == (512, 2)  # no data file: the assumed 512
