@@ -29,7 +29,7 @@ class ModelSettings(Strict):
     spec: str = Field(min_length=1)  # hub id, folder, .gguf file or an embedded name (laco.loading)
     revision: str | None = None  # hub commit or tag; recorded in the dense model's identity
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
-    # bfloat16 on a CPU where it runs slower than float32 (no AMX): run float32 instead, refuse the run,
+    # bfloat16 on a CPU where it is not fast (bench.dtype): run float32 instead, refuse the run,
     # or keep bfloat16; each says so in one line (bench.dtype)
     bf16_fallback: Literal["float32", "refuse", "keep"] = "refuse"
     dtype_note: str | None = None  # written by the bench: why the run's dtype is not the profile's (run.json)

@@ -120,12 +120,15 @@ def check_schema(run: Path, done: dict, profile) -> None:
     assert {"profile", "profile_name", "started", "finished", "git_commit", "libraries", "device", "seed",
             "data_dir"} <= set(meta)
     assert meta["finished"] and meta["profile_name"] == "smoke"
-    # the profile as run: the smoke profile's bfloat16 falls back to float32 on a CPU without AMX, noted
+    # the profile as run: the smoke profile's bfloat16, or float32 with the note saying why where bf16 is not
+    # fast on this CPU (bench.dtype: AMX, or AVX512-BF16 measured faster)
     ran, asked = copy.deepcopy(meta["profile"]), profile.model_dump()
-    amx = "amx_bf16" in Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else False
-    asked_dtype = asked["model"].pop("dtype")
-    assert ran["model"].pop("dtype") == (asked_dtype if amx else "float32")
-    assert (ran["model"].pop("dtype_note") is None) == amx
+    asked_dtype, ran_dtype, note = asked["model"].pop("dtype"), ran["model"].pop("dtype"), ran["model"].pop("dtype_note")
+    assert asked_dtype == "bfloat16" and ran_dtype in ("bfloat16", "float32")
+    if ran_dtype == "bfloat16":
+        assert note is None
+    else:
+        assert note.startswith("float32 instead of bfloat16: this CPU has no AMX") and "than float32" in note, note
     asked["model"].pop("dtype_note")
     assert ran == asked
     dense = json.loads((run / "models" / "dense.json").read_text())
@@ -170,8 +173,9 @@ def check_schema(run: Path, done: dict, profile) -> None:
     # fewer parameters after pruning, by the record's own count (4 bytes each in float32, 2 in bfloat16)
     removed = laco["record"]["parameters"]["before"] - laco["record"]["parameters"]["after"]
     mem = {m: done[(m, "memory")]["values"]["param_mb"] for m in ("dense", "laco")}
-    dtype = done[("dense", "memory")]["settings"]["dtype"]  # the profile's, or float32 on a CPU without bf16
-    assert laco["record"]["dtype"] == dtype
+    dtype = done[("dense", "memory")]["settings"]["dtype"]  # the profile's, or float32 where bf16 is not fast
+    assert laco["record"]["dtype"] == "float32"  # the smoke profile prunes in float32 ([model] prune_dtype)
+    assert laco["dtypes"] == {"pruned": "float32", "measured": dtype}
     assert mem["dense"] - mem["laco"] == pytest.approx(removed * {"float32": 4, "bfloat16": 2}[dtype] / 2**20)
     prune = done[("laco", "pruning_time")]["values"]
     assert prune["first"] == laco["record"]["prune_seconds"] > 0
