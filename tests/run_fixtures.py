@@ -43,6 +43,15 @@ n_windows = 1
 batch_size = 1
 lm_eval_wikitext = false
 """
+# Two cheap depth methods, the second matched to the first's ratio: pruned copies to plan, keep and remove.
+TWO_DEPTH_METHODS = """
+[[methods]]
+name = "shortgpt"
+target = 0.25
+[[methods]]
+name = "drop"
+target = "match:shortgpt"
+"""
 SMALL_SETTINGS = """
 [perplexity]
 window = 64

@@ -14,17 +14,12 @@ import pytest
 
 from laco.cli import main
 from laco.memory import format_size
+from run_fixtures import TWO_DEPTH_METHODS
 
 PROFILE = """measurements = ["perplexity", "memory", "pruning_time"]
 [model]
 spec = "{spec}"
-[[methods]]
-name = "shortgpt"
-target = 0.25
-[[methods]]
-name = "drop"
-target = "match:shortgpt"
-[perplexity]
+""" + TWO_DEPTH_METHODS + """[perplexity]
 window = 16
 n_windows = 2
 batch_size = 1

@@ -14,20 +14,14 @@ from bench.profile import parse_profile
 from bench.weights_kept import last_reader
 from laco import LacoError
 from laco.config import tomllib
-from run_fixtures import SMALL_SETTINGS
+from run_fixtures import SMALL_SETTINGS, TWO_DEPTH_METHODS
 
 PROFILE = """measurements = ["perplexity"]
 [model]
 spec = "{spec}"
 [run]
 keep_pruned_weights = "while-measured"
-[[methods]]
-name = "shortgpt"
-target = 0.25
-[[methods]]
-name = "drop"
-target = "match:shortgpt"
-""" + SMALL_SETTINGS
+""" + TWO_DEPTH_METHODS + SMALL_SETTINGS
 
 
 def profile_of(text: str):
