@@ -163,7 +163,8 @@ def test_the_shipped_profile_pairs_every_post_training_with_its_control_and_re_p
     same_pruning = ("name", "target", "params", "calibration")
     for label in ("laco-27-post-trained", "laco-27-random-init"):  # paired with laco-27 by its settings
         assert [getattr(methods[label], k) for k in same_pruning] == [getattr(methods["laco-27"], k) for k in same_pruning]
-    assert methods["come-27-distill"].target == methods["come-27"].target
+    for trained_label, plain in (("come-27-distill", "come-27"), ("llm-pruner-27-lora", "llm-pruner-27")):
+        assert [getattr(methods[trained_label], k) for k in same_pruning] == [getattr(methods[plain], k) for k in same_pruning]
     assert methods["laco-45-re-pruned"].source == "laco-27-post-trained" and methods["laco-45-re-pruned"].target == 0.45
     from laco.recipes import recipe_settings
 
