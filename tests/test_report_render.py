@@ -254,6 +254,20 @@ def test_what_the_profile_does_not_measure_is_one_line_not_a_table(tmp_path):
     assert "failed to measure" not in first_screen(text)
 
 
+def test_a_model_left_out_of_the_profiles_vllm_models_is_skipped_by_design_not_failed(tmp_path):
+    """The bench records an n/a for a model the profile's `vllm.models` leaves out; the report lists it as
+    skipped by the profile's design, while a model of vllm.models whose vLLM run failed stays a failure."""
+    models = good_models()
+    models["drop"]["vllm"] = "not timed on vLLM: not among this profile's vllm.models"
+    models["llm-pruner"]["vllm"] = "engine failed to start"
+    chosen = [k for k in models if k != "drop"]
+    text, _ = render(load_run(write_run(tmp_path / "r", models, settings={"vllm": {"models": chosen}})), load_claims())
+    missing = text.split("## Not measured")[1]
+    assert "- throughput_vllm: drop" in missing
+    failed = missing.split("Failed to measure")[1]
+    assert "| llm-pruner " in failed and "engine failed to start" in failed and "| drop " not in failed
+
+
 def test_what_a_profile_meant_to_measure_and_did_not_is_a_failure_to_measure(tmp_path):
     """The same results missing from a profile that measures everything: the headline and its gate count them
     as failed to measure, none as skipped by design."""
