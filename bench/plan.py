@@ -320,7 +320,7 @@ class Sizing:
             "disk written: a pruned copy's weights = the dense weights in the prune dtype x (1 - the target ratio); "
             "a method without a ratio target (or matching one without) is counted at the dense size",
             f"FLOPs: bench.flops.count_flops of each workload on the meta device (logits of the last position only); "
-            f"perplexity {p.perplexity.n_windows} windows of {p.perplexity.window} tokens (lm-eval's wikitext not "
+            f"perplexity {p.perplexity.n_windows or 'every'} windows of {p.perplexity.window} tokens (lm-eval's wikitext not "
             f"counted); accuracy: an item's tokens are its line in the local data file at {CHARS_PER_TOKEN} characters a token "
             f"({ITEM_TOKENS} assumed without one); a prune: one forward of its calibration batch per "
             "layer (a search's most); a pruned model's: the dense model's x the parameters kept; ? where unknown",
