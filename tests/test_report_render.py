@@ -9,6 +9,7 @@ and read the diff before committing it.
 import json
 import os
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -266,6 +267,24 @@ def test_a_model_left_out_of_the_profiles_vllm_models_is_skipped_by_design_not_f
     assert "- throughput_vllm: drop" in missing
     failed = missing.split("Failed to measure")[1]
     assert "| llm-pruner " in failed and "engine failed to start" in failed and "| drop " not in failed
+
+
+def test_a_run_stopped_before_its_last_models_says_so_first_and_lists_them(tmp_path):
+    """A killed run: the first lines say it did not finish and which of the profile's models it never
+    reached, and the missing section lists them instead of 'every measurement finished'."""
+    models = good_models()
+    path = write_run(tmp_path / "r", models, finished=False)
+    (path / "models" / "slicegpt.json").unlink()
+    shutil.rmtree(path / "results" / "slicegpt")
+    text, _ = render(load_run(path), load_claims())
+    pruned = len(models) - 1  # the profile's method entries: every fixture model but dense
+    line = f"**Run not finished**: 1 of the profile's {pruned} pruned models not reached (slicegpt)"
+    assert line in first_screen(text) and text.index(line) < text.index("Commit `")
+    missing = text.split("## Not measured")[1]
+    assert re.search(r"\| slicegpt +\| every measurement +\| not reached: the run did not finish", missing)
+    assert "Every measurement the profile asked for finished" not in missing
+    finished, _ = render(load_run(write_run(tmp_path / "done", models)), load_claims())
+    assert "Run not finished" not in finished
 
 
 def test_what_a_profile_meant_to_measure_and_did_not_is_a_failure_to_measure(tmp_path):

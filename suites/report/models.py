@@ -183,6 +183,14 @@ def trace_section(run: Run) -> tuple[str, dict[str, dict]]:
                       f"![LaCo search similarity]({run.id}/similarity.png)"]), traces
 
 
+def not_reached(run: Run) -> list[str]:
+    """The profile's method entries with no model in an unfinished run (stopped before pruning them)."""
+    if run.meta.get("finished"):
+        return []
+    labels = [m.get("label") or m.get("name") for m in run.profile.get("methods") or []]
+    return [label for label in labels if label and label not in run.models]
+
+
 def missing_section(run: Run) -> str:
     """What has no result: the measurements the profile skips on purpose in one line each, then every
     failed, n/a, stale or missing result the profile asked for."""
@@ -203,6 +211,7 @@ def missing_section(run: Run) -> str:
     if design:
         lines += [f"Not measured by the profile's design (it measures {', '.join(_profile_measurements(run))}):", "",
                   *design, ""]
+    rows += [[key, "every measurement", "not reached: the run did not finish"] for key in not_reached(run)]
     if rows:
         text, _, _ = compact_table(rows, ["model", "measurement", "why"], keys=2)
         lines += [details(f"Failed to measure: {len(rows)} results", text)]

@@ -12,6 +12,7 @@ from suites.figures import Figures
 from suites.gate import blocking, blocking_text, status_counts
 from suites.markdown import details, table
 from suites.outcomes import STATUSES, Verdict
+from suites.report.models import not_reached
 from suites.verdicts import Judge
 
 
@@ -38,11 +39,22 @@ def header(run: Run, verdicts: list[Verdict]) -> str:
         f"Profile **{run.profile_name}**: {spec}, {_dtypes(model)} on {where} "
         f"({', '.join(f'{k} {v}' for k, v in device.items()) or '-'}).  ",
         *synthetic_line(run),
+        *unfinished_line(run),
         f"Commit `{commit}` · wall time {_wall_time(meta.get('started'), meta.get('finished'))} · "
         f"seed {meta.get('seed', '-')} · machine probe: {probe_text(meta.get('probe'))}.",
         "",
         f"**{counts}** of {len(verdicts)} verdicts. Release gate (`laco gate`): **{gate_outcome(run, verdicts)}**.",
     ])
+
+
+def unfinished_line(run: Run) -> list[str]:
+    """A run that never finished (killed, or still running) says so before any figure, with what it lacks."""
+    if run.meta.get("finished"):
+        return []
+    missing = not_reached(run)
+    lacks = (f": {len(missing)} of the profile's {len(run.profile.get('methods') or [])} pruned models not reached "
+             f"({', '.join(missing)})" if missing else "")
+    return [f"**Run not finished**{lacks}; its verdicts judge what it measured.  "]
 
 
 def probe_text(probe: dict | None) -> str:
