@@ -263,8 +263,22 @@ def test_memory_worker_that_hangs_is_stopped_with_its_children(tmp_path, monkeyp
     assert time.monotonic() - start < 30
     assert outcome.status == "n/a" and "timed out after 3 s" in outcome.reason
     child = int(pid_file.read_text())
-    status = Path(f"/proc/{child}/status")
-    assert not status.exists() or "zombie" in status.read_text()  # the grandchild went with the group
+    assert grandchild_ends_within(child, seconds=10)  # it went with the group
+
+
+def grandchild_ends_within(pid, seconds):
+    """SIGKILL to a group is delivered when each member is next scheduled: on a loaded machine a
+    killed grandchild can still read 'running' for a moment (CI saw it once), so poll."""
+    status = Path(f"/proc/{pid}/status")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if "zombie" in status.read_text():
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_memory_worker_killed_by_a_signal_is_not_measured(monkeypatch):
