@@ -190,5 +190,27 @@ def check_budget(profile) -> list[Estimate]:
     return found
 
 
+def check_tensor_parallel(profile) -> None:
+    """Refuse (LacoError) a vLLM tensor-parallel size the model's heads cannot be split by: vLLM divides the
+    attention heads evenly over the ranks, and the key-value heads too (or copies them when the size is a
+    multiple of their count). Checked on the dense config; a width-pruned model's heads are vLLM's to check."""
+    size = profile.vllm.tensor_parallel_size
+    if size == 1 or "throughput_vllm" not in profile.measurements:
+        return
+    m = profile.model
+    try:
+        shape = shape_of(model_config(m.spec, m.revision))
+    except (KeyError, TypeError, ValueError, OSError):  # a config we cannot read: vLLM's own check stands
+        return
+    heads_split = shape.heads % size == 0
+    kv_split = shape.kv_heads % size == 0 or size % shape.kv_heads == 0
+    if not (heads_split and kv_split):
+        fits = [n for n in range(2, shape.heads + 1) if shape.heads % n == 0
+                and (shape.kv_heads % n == 0 or n % shape.kv_heads == 0)]
+        raise LacoError(f"vllm.tensor_parallel_size {size} does not split the model's {shape.heads} attention heads "
+                        f"({shape.kv_heads} key-value heads) evenly, which vLLM requires: sizes that do: "
+                        f"{', '.join(map(str, fits)) or 'none'}")
+
+
 def gib(n: int) -> str:
     return f"{n / GiB:.3g} GiB"

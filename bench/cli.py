@@ -88,15 +88,17 @@ def bench_main(argv: list[str]) -> int:
 
 
 def plan_first(profile, out: Path, data_dir: str | None, *, run: bool) -> None:
-    """Print the run's plan; before a run, refuse a setting that cannot fit in memory and pruned copies that
-    cannot fit on the run folder's disk, before anything loads or is written."""
-    from bench.budget import check_budget
+    """Print the run's plan; before a run, refuse a setting that cannot fit in memory, a vLLM tensor-parallel
+    size the model's heads cannot be split by, and pruned copies that cannot fit on the run folder's disk,
+    before anything loads or is written."""
+    from bench.budget import check_budget, check_tensor_parallel
     from bench.dtype import settle_dtype
     from bench.plan import check_disk, make_plan
 
     settle_dtype(profile)  # the plan sizes the dtype the run measures in
     if run:
         check_budget(profile)
+        check_tensor_parallel(profile)
     plan = make_plan(profile, out, data_dir)
     print(plan.table(), flush=True)
     if run:

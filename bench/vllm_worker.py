@@ -58,11 +58,35 @@ def engine_args(job: dict) -> dict:
     return args
 
 
+def cpu_thread_binding(ranks: int, cores: list[int]) -> str | None:
+    """VLLM_CPU_OMP_THREADS_BIND for `ranks` tensor-parallel CPU workers on `cores`: vLLM's own "auto"
+    gives each rank a NUMA node of its own and refuses more ranks than nodes, which a one-node machine
+    always has; here the cores are dealt out in turn instead (ranks share a core when there are fewer
+    cores than ranks). None for one rank: vLLM's default stands."""
+    if ranks <= 1 or not cores:
+        return None
+    cores = sorted(cores)
+    shares = [cores[rank::ranks] or [cores[rank % len(cores)]] for rank in range(ranks)]
+    return "|".join(",".join(map(str, share)) for share in shares)
+
+
+def bind_cpu_threads(job: dict) -> None:
+    """Set the binding of `cpu_thread_binding` for a CPU job with tensor parallelism, unless the user set one."""
+    import os
+
+    ranks = job["vllm"]["tensor_parallel_size"]
+    if job.get("device") == "cpu" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        binding = cpu_thread_binding(ranks, list(os.sched_getaffinity(0)))
+        if binding:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = binding
+
+
 def start_engine(job: dict, *, timed: bool):
     """(LLM, load seconds). A timed engine recomputes every prompt: with prefix caching a repeated
     batch would skip its prefill after the first run."""
     from vllm import LLM
 
+    bind_cpu_threads(job)
     start = time.perf_counter()
     llm = LLM(**engine_args(job), **({"enable_prefix_caching": False} if timed else {}))
     return llm, time.perf_counter() - start

@@ -306,6 +306,10 @@ ROWS += [
         r".*\), more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
     Bad("over-disk-pruned-copies", bench("{ws}/pruned-copies.toml"),
         r"this profile needs \d.* [km]B of disk for pruned copies, 1 kB free at .*work$", prepare=disk_of_1kb),
+    # the tiny model has 4 attention heads and 2 key-value heads: 2 and 4 split both, 3 neither
+    Bad("vllm-tensor-parallel-heads", bench("{ws}/tensor-parallel-3.toml"),
+        r"vllm\.tensor_parallel_size 3 does not split the model's 4 attention heads \(2 key-value heads\) evenly, "
+        r"which vLLM requires: sizes that do: 2, 4$", prepare=results_before),
     Bad("over-memory-generation", bench("{ws}/huge-generation.toml"),
         r"throughput\.input_len needs about 1\.64e\+04 GiB of memory \(1 × \(1048576 \+ 8\) tokens: .*KV cache .*\), "
         r"more than this machine's memory \(\d.* GiB\): set a smaller one", prepare=results_before),
@@ -382,6 +386,8 @@ def ws(tmp_path_factory) -> Path:
         "lm_eval_wikitext = false", "lm_eval_max_length = 1048576"))
     (ws / "huge-accuracy.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
         '["perplexity"]', '["accuracy"]') + "[accuracy]\nmax_length = 1048576\n[accuracy.tasks]\npiqa = { limit = 1 }\n")
+    (ws / "tensor-parallel-3.toml").write_text(quick.replace('["perplexity"]', '["throughput_vllm"]')
+                                               + "[vllm]\ntensor_parallel_size = 3\n")
     (ws / "huge-generation.toml").write_text(QUICK_PROFILE.format(spec=ws / "truncated-data").replace(
         '["perplexity"]', '["throughput_hf"]') + "[throughput]\nbatch_size = 1\ninput_len = 1048576\noutput_len = 8\n")
     claims = resources.files("suites").joinpath("claims", "laco.toml").read_text(encoding="utf-8")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,27 @@ def test_session_refuses_before_starting_a_worker(tmp_path):
         assert session.pid is None
         session.close()
     assert not (tmp_path / "s.log").exists()  # no worker ever ran
+
+
+@pytest.mark.parametrize("ranks, cores, expected", [
+    (1, [0, 1], None),  # one rank: vLLM's own binding
+    (2, [0, 1, 2, 3], "0,2|1,3"),  # dealt in turn: every core used once
+    (2, [3, 1], "1|3"),  # sorted first
+    (3, [0, 1], "0|1|0"),  # fewer cores than ranks: the third rank shares the first core
+])
+def test_tensor_parallel_ranks_on_cpu_get_the_cores_dealt_out(ranks, cores, expected):
+    assert vllm_worker.cpu_thread_binding(ranks, cores) == expected
+
+
+def test_a_users_cpu_binding_is_kept(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1|0-1")
+    vllm_worker.bind_cpu_threads({"vllm": {**SETTINGS, "tensor_parallel_size": 2}, "device": "cpu"})
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1|0-1"
+
+
+def test_cpu_tensor_parallel_without_a_binding_gets_one_per_rank(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "")  # recorded, so that the binding set below is undone
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    vllm_worker.bind_cpu_threads({"vllm": {**SETTINGS, "tensor_parallel_size": 2}, "device": "cpu"})
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
