@@ -331,6 +331,7 @@ class Judge:
         if margin.low <= 0:  # keeping a share of dense by guessing keeps nothing: this row cannot pass
             row.flags.append(f"not above chance: {subject} − chance = {margin.fmt('+.1f', 100)} pt, so keeping "
                              f"{claim.threshold:.0%} of dense is no evidence")
+            row.ours += ", not above chance"  # the reason beside the figure: its interval alone reads as a pass
             if row.status == PASS:
                 row.status, row.items = INCONCLUSIVE, None
         return row

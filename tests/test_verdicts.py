@@ -157,6 +157,7 @@ def test_a_model_at_chance_fails_the_chance_aware_claims_and_cannot_pass_the_30_
     assert all(r.interval.low > 0.30 for r in floor.rows)
     assert floor.status == INCONCLUSIVE and {r.status for r in floor.rows} == {INCONCLUSIVE}
     assert all(any(f.startswith("not above chance: laco") for f in r.flags) and r.items_needed is None for r in floor.rows)
+    assert all(r.ours.endswith("%, not above chance") for r in floor.rows)  # the reason beside the figure
     assert v["laco-avg-retention-above-chance"].status == FAIL
     above = v["laco-every-benchmark-above-chance"]  # exactly at chance: every interval holds 0, none passes
     assert above.status == INCONCLUSIVE and all(r.interval.contains(0.0) and r.status == INCONCLUSIVE for r in above.rows)
