@@ -17,6 +17,7 @@ clock time other than what the run recorded, so the same run renders the same te
     models.py    the models, time per measurement, code versions, LaCo's search trace, not measured
     results.py   dense reproduction, accuracy, perplexity, pruning time, compute/memory/throughput
     sweeps.py    retention against the pruning ratio (Table 7) and the ablations (Appendix B)
+    scale.py     a run on a synthetic stand-in beside Tables 4 and 20, and projected to the paper's GPU
     posttraining.py  the post-trained models, their loss curves (Fig. 3) and score kept (Table 6)
 """
 
@@ -36,6 +37,7 @@ from suites.report.overview import at_conditions, checks_section, header, run_se
 from suites.report.posttraining import post_training_section
 from suites.report.results import (accuracy_section, dense_reproduction_section, efficiency_section, perplexity_section,
                                    pruning_time_section)
+from suites.report.scale import scale_section
 from suites.report.sweeps import ablation_section, ratio_mismatches, ratio_section
 from suites.verdicts import Judge
 
@@ -55,7 +57,7 @@ def render(run: Run, claims: Claims, verdicts: list[Verdict] | None = None) -> t
     trace, traces = trace_section(run)
     post_training, loss_curves, kept_chains = post_training_section(run, figures)
     parts = [header(run, verdicts), claims_section(run, verdicts, claims, band),
-             findings_section(run, figures, verdicts, flags),
+             findings_section(run, figures, verdicts, flags), scale_section(run, claims),
              full_section(run, verdicts, claims), run_section(run), checks_section(figures),
              models_section(run, at, mismatches), dense_reproduction_section(run, claims), accuracy, ratios,
              ablation_section(run, claims, figures), post_training, perplexity_section(run, figures),
