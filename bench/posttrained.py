@@ -54,7 +54,14 @@ def post_train_settings(method: MethodSettings, ctx: RunContext, pruned: Subject
     return {"recipe": post.recipe, "hyperparameters": recipe_settings(post.recipe, post.params).model_dump(),
             "text": training_text(method, ctx), "input": pruned.fingerprint, "dtype": m.pruning_dtype(),
             "device": m.device, "seed": ctx.profile.seed, "code": store.code_key(),
-            **({"random_init": True} if post.random_init else {})}  # absent when false: older settings hash alike
+            # both absent when false: older settings hash alike
+            **({"random_init": True} if post.random_init else {}), **({"bf16_autocast": True} if autocast(m) else {})}
+
+
+def autocast(m) -> bool:
+    """Train under bfloat16 autocast when the run measures in bfloat16 and prunes in float32: the weights and
+    the optimizer stay in float32, the matmuls run in bf16 (fast where bench.dtype chose bf16 for the run)."""
+    return m.dtype == "bfloat16" and m.pruning_dtype() == "float32"
 
 
 def training_text(method: MethodSettings, ctx: RunContext) -> dict:
@@ -104,7 +111,7 @@ def post_train_and_save(method: MethodSettings, ctx: RunContext, pruned: Subject
     source = {"train_docs": "{}:{}".format(*text["documents"])} if "documents" in text else {
         "perplexity": tuple(text["unread"].values())}  # the core leaves out what it reads and the calibration
     _, record = run_post_training(pruned.folder, folder, post.recipe, dict(post.params), **source, seed=ctx.profile.seed,
-                                  random_init=post.random_init, dtype=m.pruning_dtype(), device=m.device,
+                                  random_init=post.random_init, dtype=m.pruning_dtype(), bf16=autocast(m), device=m.device,
                                   progress=ctx.progress, force=True, data=ctx.data_dir)
     kill_point("bench:post-trained")
     weights = folder_weights_sha256(folder)

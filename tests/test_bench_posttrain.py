@@ -183,3 +183,27 @@ def test_a_random_init_control_trains_the_same_recipe_from_random_weights_of_the
     pruned, trained = weights(Path(doc["pruned"]["saved"])), weights(Path(doc["saved"]))
     name = "model.layers.0.self_attn.q_proj.weight"
     assert pruned.keys() == trained.keys() and not torch.allclose(pruned[name], trained[name], atol=1e-2)
+
+
+@pytest.mark.parametrize("model, autocast", [('dtype = "bfloat16"\nbf16_fallback = "keep"\nprune_dtype = "float32"\n', True),
+                                             ('dtype = "float32"\n', False)])
+def test_a_run_measured_in_bf16_trains_under_bf16_autocast_with_float32_weights(tmp_path, data_dir, monkeypatch,
+                                                                                model, autocast):
+    from conftest import tiny_loaded
+
+    loaded = tiny_loaded("llama")
+    loaded.model.save_pretrained(tmp_path / "dense")
+    loaded.tokenizer.save_pretrained(tmp_path / "dense")
+    text = PROFILE.replace(', "pruning_time"', "").replace("[model]\n", "[model]\n" + model)
+    (tmp_path / "p.toml").write_text(text.format(spec=tmp_path / "dense"))
+    profile = parse_profile(read_toml(tmp_path / "p.toml", "profile"))
+    told = {}
+
+    def trainer(*args, **kwargs):
+        told.update(kwargs)
+        raise Killed
+
+    monkeypatch.setattr(laco.posttrain, "run_post_training", trainer)
+    with pytest.raises(Killed):
+        runner.run_profile("p", profile, tmp_path / "run", data_dir=str(data_dir), progress=False)
+    assert told["bf16"] is autocast and told["dtype"] == "float32"
