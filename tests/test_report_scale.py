@@ -5,10 +5,11 @@ from the code."""
 
 import math
 
-from run_fixtures import DENSE_PARAMS, PROBE, good_models, write_run
+from run_fixtures import DENSE_PARAMS, PROBE, good_models, model_record, write_run
 
 from suites.claims import load_claims
 from suites.evidence import load_run
+from suites.report import render
 from suites.report.scale import scale_section
 
 A100_BF16_GFLOPS, A100_GBPS = 312_000, 2039  # NVIDIA A100 80GB SXM datasheet
@@ -27,8 +28,8 @@ def stand_in(models: dict) -> dict:
 def row_of(text: str, figure: str, model: str) -> list[str]:
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[0] == figure and cells[1] == model:
-            return cells
+        if len(cells) == 8 and cells[0] == figure and cells[1] == model:
+            return cells[:2] + cells[3:]  # the ratio column left out: figure, model, paper, ours, projections, bound
     raise AssertionError(f"no row {figure!r} / {model!r} in:\n{text}")
 
 
@@ -83,3 +84,28 @@ def test_decode_rate_projected_by_bandwidth_and_checked_against_reading_the_weig
     models["dense"]["hf"] = 90.0  # faster than the weights can be read
     text = scale_section(load_run(write_run(tmp_path / "fast", models)), load_claims())
     assert row_of(text, "decode, tokens/s (HF)", "dense")[6].startswith("**above: not a decode rate**")
+
+
+def two_points() -> dict:
+    """good_models with a second ratio point: drop at 45% beside the 27% models."""
+    models = good_models()
+    models["drop-45"] = {**models["drop"], "record": model_record("drop", 0.45, 3.0), "point": "45%", "weights": "w-d45",
+                         "ppl": 90.0}
+    return models
+
+
+def test_a_synthetic_run_has_no_quality_findings_and_no_retention_curve(tmp_path):
+    real = render(load_run(write_run(tmp_path / "real", two_points())), load_claims())[0]
+    assert "## Retention against the pruning ratio" in real and f"perplexity is ×{31.5 / 18.2:.3g} dense's" in real
+    synthetic = render(load_run(write_run(tmp_path / "synthetic", stand_in(two_points()))), load_claims())[0]
+    assert "## Retention against the pruning ratio" not in synthetic
+    assert "- **laco** (27.0% removed)" in real and "- **laco** (27.0% removed)" not in synthetic  # the effects line
+    assert "## At the paper's scale" in synthetic
+
+
+def test_a_finding_without_scores_reads_as_a_sentence(tmp_path):
+    models = good_models()
+    for spec in models.values():
+        spec.pop("accuracy", None)
+    text = render(load_run(write_run(tmp_path / "run", models)), load_claims())[0]
+    assert f"**laco** (27.0% removed) has a perplexity ×{31.5 / 18.2:.3g} dense's" in text

@@ -41,8 +41,9 @@ def findings_section(run: Run, figures: Figures, verdicts: list[Verdict], flags:
 
 
 def _effects(run: Run, figures: Figures, subject: str | None) -> str:
-    """The main model against dense, then against every other method at its ratio point."""
-    if subject is None:
+    """The main model against dense, then against every other method at its ratio point; nothing for
+    synthetic weights, whose scores and perplexity are those of random weights."""
+    if subject is None or run.synthetic:
         return ""
     ratio = run.models[subject].pruning_ratio
     parts, per = [], None
@@ -55,7 +56,7 @@ def _effects(run: Run, figures: Figures, subject: str | None) -> str:
         pass
     ppl = _or_none(lambda: figures.ppl_ratio(subject, DENSE).estimate)
     if ppl is not None:
-        parts.append(f"its perplexity is {times(ppl)} dense's")
+        parts.append(f"{'its perplexity is' if parts else 'has a perplexity'} {times(ppl)} dense's")
     if not parts:
         return ""
     text = f"**{subject}** ({ratio:.1%} removed) " + "; ".join(parts) + "."

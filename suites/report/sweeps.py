@@ -81,9 +81,10 @@ def series_of(run: Run) -> dict[str, str]:
 
 def ratio_section(run: Run, claims: Claims, figures: Figures) -> tuple[str, dict, dict]:
     """Table 7 of the paper, for this run: every method at every ratio point, with paired intervals,
-    and the curves the plot draws. Empty when the run has a single ratio point."""
+    and the curves the plot draws. Empty when the run has a single ratio point, or synthetic weights (their
+    retention and perplexity are those of random weights)."""
     points = {m.point for k, m in run.models.items() if k != DENSE and m.point and not is_ablation(run, k)}
-    if len(points) < 2:
+    if len(points) < 2 or run.synthetic:
         return "", {}, {}
     mismatches = ratio_mismatches(run)
     rows, curves = _sweep_rows(run, figures, mismatches)
