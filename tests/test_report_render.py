@@ -457,3 +457,16 @@ def test_what_the_verdicts_add_is_shown_where_it_is_given(tmp_path):
     assert verdict_of(text, "laco-memory-below-baselines", "laco").startswith("= equal (within margin)")
     assert "Left out: boolq: dense not above chance (laco-avg-retention)." in first
     assert "items to decide: piqa not decidable on this benchmark (200 available), boolq 410" in text
+
+
+def test_a_vllm_rate_served_over_several_ranks_says_how_many(tmp_path):
+    path = write_run(tmp_path / "run", good_models())
+    claims = load_claims()
+    assert "tensor_parallel_size" not in render(load_run(path), claims)[0]
+    for key in ("dense", "laco"):
+        result = path / "results" / key / "throughput_vllm.json"
+        doc = json.loads(result.read_text())
+        doc["settings"]["vllm"] = {"tensor_parallel_size": 3}
+        result.write_text(json.dumps(doc))
+    assert "vllm: batch_size=4, input_len=64, output_len=32, rounds=6, warmup=1, resident=True, tensor_parallel_size=3" \
+        in render(load_run(path), claims)[0]

@@ -253,6 +253,9 @@ def _throughput_cells(run: Run, figures: Figures, key: str, engine: str, setting
         return ["n/a" if m is not None else "-", "-", "-"]
     settings[engine] = {k: r[k] for k in ("batch_size", "input_len", "output_len", "rounds", "warmup", "resident", "dtype")
                         if k in r}
+    ranks = (run.measurement(key, f"throughput_{engine}").settings.get("vllm") or {}).get("tensor_parallel_size")
+    if ranks and ranks > 1:  # the weights split over ranks: the one setting that changes what a rate means
+        settings[engine]["tensor_parallel_size"] = ranks
     speedup = "-"
     if key != DENSE:
         try:
