@@ -23,8 +23,8 @@ from suites import statistics as st
 from suites.claims import Claims, suites_data
 from suites.evidence import DENSE, NotMeasured, Run
 from suites.markdown import num, ratio_cell, table
+from suites.report.results import DECODE
 
-DECODE = "decode_tokens_per_s"
 BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 MB = 2**20  # the memory measurement's MB (bench.memory)
 
@@ -62,18 +62,13 @@ class Rates:
         """Seconds here as seconds on the GPU, compute- or bandwidth-bound."""
         factor = (self.flops / (self.gpu.bf16_tflops * 1e3) if bound == "compute"
                   else self.bandwidth / self.gpu.memory_gbps)
-        return scaled(interval, factor, ".3g")
+        return interval.fmt(".3g", factor)
 
     def rate(self, interval: st.Interval, bound: str) -> str:
         """Tokens/s here as tokens/s on the GPU, compute- or bandwidth-bound."""
         factor = (self.gpu.bf16_tflops * 1e3 / self.flops if bound == "compute"
                   else self.gpu.memory_gbps / self.bandwidth)
-        return scaled(interval, factor, ".3g")
-
-
-def scaled(interval: st.Interval, factor: float, spec: str) -> str:
-    return (f"{format(interval.estimate * factor, spec)} [{format(interval.low * factor, spec)}, "
-            f"{format(interval.high * factor, spec)}]")
+        return interval.fmt(".3g", factor)
 
 
 def scale_section(run: Run, claims: Claims) -> str:
