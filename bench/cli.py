@@ -93,7 +93,8 @@ def plan_first(profile, out: Path, data_dir: str | None, *, run: bool) -> None:
     before anything loads or is written."""
     from bench.budget import check_budget, check_tensor_parallel
     from bench.dtype import settle_dtype
-    from bench.plan import check_disk, make_plan
+    from bench.disk import check_disk
+    from bench.plan import make_plan
 
     settle_dtype(profile)  # the plan sizes the dtype the run measures in
     if run:

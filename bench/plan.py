@@ -12,23 +12,22 @@ tokenizer its synthetic stand-in is built with for the calibration batch):
 - disk written: a pruned copy's weights, the dense weights in the prune dtype times the parameters a
   ratio target keeps (the pruned count is known only after pruning; without a ratio: the dense size);
 - FLOPs: torch's count on the meta device (`bench.flops.count_flops`) of each measurement's workload,
-  a pruned model's scaled by the parameters it keeps;
-- time: FLOPs / the matmul rate of the machine probe (`bench.probe`) plus, for a prune, its weights /
-  the disk's write rate, timed by a short write and fsync beside the run folder.
+  a pruned model's scaled by the parameters it keeps; a prune's: the work its method declares
+  (`laco.pruners.work_need`), its layer forwards at a layer's share of the calibration forward's count;
+- time: a measurement's FLOPs / the matmul rate of the machine probe (`bench.probe`); a prune's work
+  piece by piece (`Sizing.work_seconds`: a layer forward timed on a one-layer copy of the model), and
+  its weights / the disk's write rate (`bench.disk`); a search: its range, and a measured share of it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.weights_kept import WHILE_MEASURED, alive_at_each_step
 from laco.memory import format_size
 
-DISK_PROBE_BYTES = 64 << 20
 PROBE_BUDGET_S = 0.1  # per probe workload: the plan prints in about a second
 ITEM_TOKENS = 512  # assumed per accuracy item without a local data file to read
 # An item's tokens, estimated from its line in the local data file (its context and every choice, each
@@ -47,6 +46,7 @@ class Step:
     disk: int = 0  # bytes written to the run folder
     flops: float | None = None
     seconds: float | None = None
+    seconds_range: tuple[float, float] | None = None  # a search's fewest and most
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Plan:
     def table(self) -> str:
         from tabulate import tabulate
 
-        rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), duration(s.seconds)]
+        rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), time_cell(s)]
                 for s in self.steps]
         known = [s.memory for s in self.steps if s.memory is not None]
         disk = size(self.disk_needed) + (" (at once)" if self.copies_on_disk is not None else "")
@@ -87,14 +87,16 @@ class Plan:
 def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     """The plan of `profile` run into `out`; nothing is written and no weights are loaded."""
     from bench.budget import memory_limit
-    from bench.probe import measure
+    from bench.disk import disk_write_rate, existing_parent
+    from bench.probe import float64_gflops, measure
 
     m = profile.model
     at = existing_parent(out)
     device = "cuda" if m.device_map else m.device
-    rates = {**measure(device, PROBE_BUDGET_S), "disk_gbps": disk_write_rate(at)}
+    rates = {**measure(device, PROBE_BUDGET_S), "fp64_gflops": float64_gflops(device, PROBE_BUDGET_S),
+             "disk_gbps": disk_write_rate(at)}
     plan = Plan([], memory_limit(m.device, m.device_map), shutil.disk_usage(at).free, at, rates)
-    model = Sizing(profile, data_dir, plan.notes)
+    model = Sizing(profile, data_dir, plan.notes, rates)
     plan.steps += [model.measurement("dense", name, 1.0) for name in measured("dense", profile)]
     for method in profile.methods:
         ratio = target_ratio(method, profile.methods)
@@ -103,7 +105,8 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
         plan.steps += [prune, *(model.measurement(method.label, name, kept, prune)
                                 for name in measured(method.label, profile))]
     for step in plan.steps:
-        step.seconds = model.seconds(step, rates)
+        if step.seconds is None:
+            step.seconds = model.seconds(step, rates)
     plan.notes += model.notes_of(rates)
     if profile.run.keep_pruned_weights == WHILE_MEASURED:
         plan.copies_on_disk = alive_at_each_step(profile)
@@ -136,10 +139,11 @@ def target_ratio(method, methods) -> float | None:
 class Sizing:
     """The model's figures, read once from its config: measurement estimates, prune formulas, FLOPs."""
 
-    def __init__(self, profile, data_dir: str | None, notes: list[str]):
+    def __init__(self, profile, data_dir: str | None, notes: list[str], rates: dict):
         from laco.synthetic import stand_in_for
 
-        self.profile, self.data_dir, self.notes = profile, data_dir, notes
+        self.profile, self.data_dir, self.notes, self.rates = profile, data_dir, notes, rates
+        self._layer_seconds: dict[tuple, float | None] = {}
         self.shape, self.meta, self.config, self.why_not = None, None, None, ""
         self._prune_shapes: dict[int, object] = {}
         self._flops: dict[tuple, float] = {}
@@ -201,9 +205,11 @@ class Sizing:
         return note
 
     def measurement(self, key: str, name: str, kept: float, prune: Step | None = None) -> Step:
-        if name == "pruning_time":  # the method prunes the dense model again, `repeats` times
-            again = None if prune.flops is None else prune.flops * self.profile.pruning_time.repeats
-            return Step(key, name, prune.memory, 0, again)
+        if name == "pruning_time":  # the method prunes the dense model again, `repeats` times (nothing saved)
+            repeats, writing = self.profile.pruning_time.repeats, self.writing_seconds(prune)
+            again = lambda t: None if t is None else repeats * (t - writing)  # noqa: E731
+            return Step(key, name, prune.memory, 0, None if prune.flops is None else prune.flops * repeats,
+                        again(prune.seconds), prune.seconds_range and tuple(map(again, prune.seconds_range)))
         flops = self.workload_flops(name)
         return Step(key, name, self.measurement_memory(name), 0, None if flops is None else flops * kept)
 
@@ -218,17 +224,54 @@ class Sizing:
         return max((e.bytes for e in found), default=None)
 
     def prune(self, method, ratio: float | None, kept: float) -> Step:
-        from laco.pruners import memory_need
+        from laco.pruners import memory_need, work_need
 
         shape = self.prune_shape(method)
         if shape is None:
             return Step(method.label, "prune")
         params = {**method.params, **({"target_ratio": ratio} if ratio is not None else {})}
         parts = memory_need(method.name, shape, streamed=False, **params)
-        forward = self.count(shape.batch, shape.seq, 1, "prefill")  # the calibration batch, once
-        flops = None if forward is None else forward * shape.n_layers
-        return Step(method.label, "prune", None if parts is None else sum(parts.values()), int(shape.weight_bytes * kept),
-                    flops)
+        step = Step(method.label, "prune", None if parts is None else sum(parts.values()), int(shape.weight_bytes * kept))
+        work = work_need(method.name, shape, **params)
+        forward = self.count(shape.batch, shape.seq, 1, "prefill")  # the calibration batch through every layer
+        if work is None or forward is None:
+            return step
+        layer_flops = forward / shape.n_layers
+        step.flops = work.layer_forwards * layer_flops + work.flops + work.float64_flops
+        seconds = self.work_seconds(work, work.layer_forwards, shape)
+        if seconds is not None:
+            step.seconds = seconds + self.writing_seconds(step)
+            if work.layer_forwards_range is not None:
+                step.seconds_range = tuple(self.work_seconds(work, forwards, shape) + self.writing_seconds(step)
+                                           for forwards in work.layer_forwards_range)
+        return step
+
+    def work_seconds(self, work, layer_forwards: float, shape) -> float | None:
+        """A prune's work (`laco.work.Work`) at this machine's rates; None where one it needs is not measured."""
+        dtype, rates = self.profile.model.pruning_dtype(), self.rates
+        per_second = {"flops": rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops"),
+                      "float64_flops": rates.get("fp64_gflops"), "memory_bytes": rates.get("memory_gbps")}  # x 1e9
+        amounts = {name: getattr(work, name) for name in per_second}
+        one = self.layer_seconds(shape, dtype) if layer_forwards else 0.0
+        if one is None or any(amounts[name] and not per_second[name] for name in per_second):
+            return None
+        return layer_forwards * one + sum(amounts[n] / (per_second[n] * 1e9) for n in per_second if amounts[n])
+
+    def layer_seconds(self, shape, dtype: str) -> float | None:
+        """One decoder layer's forward over the calibration batch, timed once per batch shape."""
+        from bench.probe import layer_forward_seconds
+
+        key = (shape.batch, shape.seq, dtype)
+        if key not in self._layer_seconds:
+            m = self.profile.model
+            device = "cuda" if m.device_map else m.device
+            self._layer_seconds[key] = layer_forward_seconds(self.config, shape.batch, shape.seq, dtype, device,
+                                                             trust_remote_code=m.trust_remote_code)
+        return self._layer_seconds[key]
+
+    def writing_seconds(self, step: Step) -> float:
+        rate = self.rates.get("disk_gbps")
+        return step.disk / (rate * 1e9) if step.disk and rate else 0.0
 
     def prune_shape(self, method):
         """The dense model's shape in the prune dtype with the method's calibration batch (None: not read)."""
@@ -299,14 +342,23 @@ class Sizing:
         return prefill if part == "prefill" else workload
 
     def seconds(self, step: Step, rates: dict) -> float | None:
-        """FLOPs at the probe's matmul rate in the step's dtype, and a prune's weights at the disk's rate."""
-        m = self.profile.model
-        dtype = m.pruning_dtype() if step.step in ("prune", "pruning_time") else m.dtype
+        """A measurement's FLOPs at the probe's matmul rate in the run's dtype (a prune's are timed by `prune`)."""
+        if step.step in ("prune", "pruning_time"):
+            return None
+        dtype = self.profile.model.dtype
         rate = rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
         if step.flops is None or not rate:
             return None
-        writing = step.disk / (rates["disk_gbps"] * 1e9) if step.disk and rates.get("disk_gbps") else 0.0
-        return step.flops / (rate * 1e9) + writing
+        return step.flops / (rate * 1e9)
+
+    def layer_note(self) -> str:
+        timed = [f"{seconds * 1e3:.3g} ms ({batch} x {seq} tokens, {dtype})" if seconds is not None
+                 else f"? ({batch} x {seq} tokens, {dtype}: the one-layer copy did not run)"
+                 for (batch, seq, dtype), seconds in self._layer_seconds.items()]
+        return "the seconds of one, timed on a one-layer copy of the model: " + ("; ".join(timed) or "not timed")
+
+    def rate_note(self, key: str, unit: str) -> str:
+        return f"{self.rates[key]:.3g} {unit}" if self.rates.get(key) else "? (not measured)"
 
     def notes_of(self, rates: dict) -> list[str]:
         p = self.profile
@@ -322,10 +374,14 @@ class Sizing:
             f"FLOPs: bench.flops.count_flops of each workload on the meta device (logits of the last position only); "
             f"perplexity {p.perplexity.n_windows or 'every'} windows of {p.perplexity.window} tokens (lm-eval's wikitext not "
             f"counted); accuracy: an item's tokens are its line in the local data file at {CHARS_PER_TOKEN} characters a token "
-            f"({ITEM_TOKENS} assumed without one); a prune: one forward of its calibration batch per "
-            "layer (a search's most); a pruned model's: the dense model's x the parameters kept; ? where unknown",
-            f"est. time: FLOPs at the probe's matmul rate ({probe}), a prune's weights at the disk's write rate "
-            f"({disk}): an estimate, the elementwise work and the loads left out",
+            f"({ITEM_TOKENS} assumed without one); a prune: the work its method declares (laco.pruners.work_need), "
+            "its layer forwards at a layer's share of the calibration forward; a pruned model's: the dense model's x "
+            "the parameters kept; ? where unknown",
+            f"est. time: a measurement's FLOPs at the probe's matmul rate ({probe}); a prune's work piece by piece: "
+            f"its layer forwards at {self.layer_note()}, float64 FLOPs at {self.rate_note('fp64_gflops', 'GFLOP/s')}, "
+            f"elementwise bytes at {self.rate_note('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
+            f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
+            "most in brackets; an estimate: loads and tokenisation left out",
         ]
 
 
@@ -360,35 +416,6 @@ def stand_in_tokenizer(vocab_size: int):
     return synthetic_tokenizer(vocab_size, AutoTokenizer.from_pretrained(folder))
 
 
-def existing_parent(path: Path) -> Path:
-    """`path`, or its nearest parent that exists: the filesystem the run folder is (or will be) on."""
-    path = Path(path).absolute()
-    while not path.exists():
-        path = path.parent
-    return path
-
-
-def disk_write_rate(folder: Path) -> float | None:
-    """GB/s of a short write and fsync in `folder` (removed at once); None where it cannot write."""
-    chunk = b"\0" * (1 << 20)
-    nbytes = min(DISK_PROBE_BYTES, shutil.disk_usage(folder).free // 8) // len(chunk) * len(chunk)
-    if not nbytes:
-        return None
-    path = folder / f".laco-disk-probe-{os.getpid()}"
-    try:
-        t0 = time.perf_counter()
-        with open(path, "wb") as f:
-            for _ in range(nbytes // len(chunk)):
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        return nbytes / (time.perf_counter() - t0) / 1e9
-    except OSError:
-        return None
-    finally:
-        path.unlink(missing_ok=True)
-
-
 def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
@@ -403,6 +430,12 @@ def size(n: int | None) -> str:
     return NOT_READ if n is None else format_size(n)
 
 
+def time_cell(step: Step) -> str:
+    if step.seconds_range is None:
+        return duration(step.seconds)
+    return f"{duration(step.seconds)} ({duration(step.seconds_range[0])} to {duration(step.seconds_range[1])})"
+
+
 def count(flops: float | None) -> str:
     return NOT_READ if flops is None else f"{flops:.3g}"
 
@@ -414,16 +447,3 @@ def duration(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds:.2g} s"
-
-
-def check_disk(plan: Plan, out: Path) -> None:
-    """Refuse (LacoError) a run whose pruned copies need more disk than the run folder's filesystem has
-    free; weights already in the run folder (a resumed run's) are replaced in place and count as free."""
-    from laco import LacoError
-
-    weights = Path(out) / "weights"
-    kept = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) if weights.is_dir() else 0
-    need = plan.disk_needed - kept
-    if need > plan.disk_free:
-        raise LacoError(f"this profile needs {format_size(need)} of disk for pruned copies, "
-                        f"{format_size(plan.disk_free)} free at {plan.disk_at}")

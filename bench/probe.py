@@ -41,8 +41,8 @@ def measure(device: str = "cpu", budget_s: float = BUDGET_S) -> dict:
             "seconds": round(time.perf_counter() - started, 3), "sizes": {"matmul": n, "copy_bytes": copy_bytes}}
 
 
-def _timed(torch, dev, call, budget_s: float) -> list[float]:
-    """Seconds of each call of `call` within the budget (at least three), after a warm-up call."""
+def _timed(torch, dev, call, budget_s: float, at_least: int = 3) -> list[float]:
+    """Seconds of each call of `call` within the budget (at least `at_least`), after a warm-up call."""
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -51,7 +51,7 @@ def _timed(torch, dev, call, budget_s: float) -> list[float]:
     sync()
     times: list[float] = []
     end = time.perf_counter() + budget_s
-    while len(times) < 3 or (time.perf_counter() < end and len(times) < 1000):
+    while len(times) < at_least or (time.perf_counter() < end and len(times) < 1000):
         t0 = time.perf_counter()
         call()
         sync()
@@ -72,3 +72,56 @@ def _copy_rate(torch, dev, nbytes: int, budget_s: float) -> float:
     dst = torch.empty_like(src)
     times = _timed(torch, dev, lambda: dst.copy_(src), budget_s)
     return 2 * nbytes / statistics.median(times) / 1e9
+
+
+def float64_gflops(device: str = "cpu", budget_s: float = BUDGET_S) -> float | None:
+    """The float64 matmul rate (GFLOP/s) at the probe's size; None where it cannot run."""
+    try:
+        import torch
+
+        dev = torch.device(device)
+        return round(_matmul_rate(torch, dev, torch.float64, SIZE["cuda" if dev.type == "cuda" else "cpu"], budget_s), 3)
+    except Exception:  # noqa: BLE001  (a probe never stops a run)
+        return None
+
+
+PROBE_VOCAB = 256  # the one-layer copy's vocabulary: its embeddings and head are no part of a layer
+
+
+def layer_forward_seconds(config, batch: int, seq: int, dtype: str, device: str = "cpu", *,
+                          trust_remote_code: bool = False, budget_s: float = BUDGET_S) -> float | None:
+    """Seconds of one decoder layer's forward over a batch of `batch` x `seq` tokens: the median over
+    calls of a one-layer copy of the model's architecture with constant weights (its embeddings and
+    head cut to PROBE_VOCAB tokens), in `dtype` on `device`. A prune's work is counted in such
+    forwards (`laco.work`); timing one here keeps attention, norms and a small model's per-call
+    overhead in the figure. None where the copy cannot be built or run."""
+    import copy
+
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+        from transformers.initialization import no_init_weights
+
+        from laco.loading import DTYPES
+
+        one = copy.deepcopy(config)
+        one.num_hidden_layers, one.vocab_size = 1, PROBE_VOCAB
+        for key in ("layer_types", "mlp_only_layers"):  # per-layer lists of some families, cut to the one layer
+            if isinstance(getattr(one, key, None), list):
+                setattr(one, key, getattr(one, key)[:1])
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            if isinstance(getattr(one, key, None), int) and getattr(one, key) >= PROBE_VOCAB:
+                setattr(one, key, 0)
+        dev = torch.device(device)
+        with no_init_weights(), dev:
+            model = AutoModelForCausalLM.from_config(one, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.fill_(0.02)  # constant: no uninitialised memory (NaNs, denormals) in the timing
+            ids = torch.arange(batch * seq, device=dev).reshape(batch, seq) % PROBE_VOCAB
+            mask = torch.ones_like(ids)
+            body = model.get_decoder()
+            times = _timed(torch, dev, lambda: body(input_ids=ids, attention_mask=mask), budget_s, at_least=2)
+        return statistics.median(times)
+    except Exception:  # noqa: BLE001  (the plan says it has no figure; the run's own checks say what is wrong)
+        return None

@@ -39,6 +39,9 @@ from laco.merge import MERGE_MODES, merge_layers
 from laco.surgery import decoder, decoder_layers, final_norm, set_layers
 
 
+THRESHOLD_ITERATIONS = 30  # bisection steps on T when the search is given a target (`find_threshold`)
+
+
 @dataclass(frozen=True)
 class CollapseConfig:
     C: int = 4  # layers per merge: the base and up to C - 1 layers above it
@@ -335,7 +338,7 @@ def find_threshold(
     cfg: CollapseConfig,
     target_layers: int,
     *,
-    iterations: int = 30,
+    iterations: int = THRESHOLD_ITERATIONS,
     progress: bool = True, via=None,
 ) -> dict:
     """The largest T whose search keeps at most `target_layers` layers, by bisection on T.
@@ -415,3 +418,4 @@ def collapse_memory(shape, *, streamed: bool, C: int, merge: str, naive: bool = 
     if naive:
         parts["naive engine: the current model and a candidate copy"] = 2 * shape.weight_bytes
     return parts
+

@@ -134,3 +134,21 @@ def peak_memory(shape, *, streamed: bool, merge: str = "paper", paper_setting: s
 
     C = C or (setting(paper_setting).C if paper_setting else 4)
     return collapse_memory(shape, streamed=streamed, C=C, merge=merge, naive=engine == "naive" or bool(compare_engines))
+
+
+def prune_work(shape, *, merge: str = "paper", paper_setting: str | None = None, C: int | None = None,
+               L: int | None = None, H: int | None = None, I: int | None = None, T: float | None = None,  # noqa: E741
+               engine: str = "cached", compare_engines: bool = False, target_ratio: float | None = None,
+               target_layers: int | None = None, **_):
+    """LaCo's work (`laco.pruners.work_need`): `laco.collapse.collapse_work` at this setting; comparing
+    the engines runs the naive one (every candidate whole) beside the cached one."""
+    from laco.work import add, collapse_work
+
+    config = make_config(merge=merge, paper_setting_name=paper_setting, n_layers=shape.n_layers,
+                         **{k: v for k, v in {"C": C, "L": L, "H": H, "I": I, "T": T}.items() if v is not None})
+    target = target_ratio is not None or target_layers is not None
+    naive = collapse_work(shape, config, target=target, whole=True)
+    if engine == "naive":
+        return naive
+    cached = collapse_work(shape, config, target=target)
+    return add(cached, naive) if compare_engines else cached

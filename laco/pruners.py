@@ -8,7 +8,9 @@ calibration_file=None, seed=0, progress=True, **params) -> PruneOutcome`: it cha
 other keyword-only arguments, with their defaults. `calibration_file` says where the texts came
 from: a path or description, or the caller's whole description (a dict such as
 `laco.calibration.text_record` returns). Entries are "module:function" strings, imported on first
-use, so the core does not import a baseline it does not run.
+use, so the core does not import a baseline it does not run. Beside its pruner a module may declare
+what the plan and the streamed prune read before loading: `peak_memory` (`memory_need`), `prune_work`
+(`work_need`), `min_calibration_tokens` and `vllm_overrides`.
 """
 
 from __future__ import annotations
@@ -153,6 +155,14 @@ def memory_need(name: str, shape, *, streamed: bool, **params) -> dict[str, int]
     get_pruner(name)  # an unknown name fails as everywhere else
     declared = _declared(name, "peak_memory")
     return declared(shape, streamed=streamed, **params) if declared else None
+
+
+def work_need(name: str, shape, **params):
+    """What the method computes on a model of this shape and calibration batch (`laco.work.Work`), for
+    the run's plan to time; None when its module declares no `prune_work(shape, **params)` (a plugin may not)."""
+    get_pruner(name)
+    declared = _declared(name, "prune_work")
+    return declared(shape, **params) if declared else None
 
 
 def _declared(name: str, attribute: str):

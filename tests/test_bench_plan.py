@@ -167,8 +167,8 @@ def test_an_accuracy_items_tokens_come_from_its_line_in_the_data_file(work, tmp_
     (data / "piqa" / "validation.jsonl").write_bytes(b"x" * 399 + b"\n" + b"y" * 799 + b"\n" + b"z" * 99 + b"\n")
     text = PROFILE.format(spec=work.joinpath("p.toml").read_text().split('spec = "')[1].split('"')[0])
     profile = parse_profile({**tomllib.loads(text), "accuracy": {"tasks": {"piqa": {"limit": 2}}}})
-    sizing = Sizing(profile, str(data), [])
+    sizing = Sizing(profile, str(data), [], {})
     assert sizing.item_tokens("piqa", 2) == (150.0, 2)
     expected = 2 * count_flops(sizing.meta, 1, 150, 1)["prefill"]["flops"]
     assert sizing.workload_flops("accuracy") == expected
-    assert Sizing(profile, None, []).item_tokens("piqa", 2) == (512, 2)  # no data file: the assumed 512
+    assert Sizing(profile, None, [], {}).item_tokens("piqa", 2) == (512, 2)  # no data file: the assumed 512

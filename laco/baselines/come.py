@@ -112,6 +112,14 @@ def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
     return {**parts, "weights": shape.weight_bytes, "merged copy and its parts": 2 * shape.layer_bytes}
 
 
+def prune_work(shape, *, target_ratio: float | None = None, target_layers: int | None = None, **_):
+    """A dense pass over the model as it is before each merge (one merge per layer removed), and the merge."""
+    from laco.work import Work, dense_passes, layers_removed_for_ratio
+
+    removed = shape.n_layers - target_layers if target_layers else layers_removed_for_ratio(shape, target_ratio or 0)
+    return Work(dense_passes(shape.n_layers, removed), memory_bytes=removed * 4 * shape.layer_bytes)
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("come", unknown)

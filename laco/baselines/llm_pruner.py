@@ -148,6 +148,16 @@ def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int] | None:
             "activations": shape.n_layers * (per_layer + attention) + 3 * shape.tokens * shape.vocab * 4}
 
 
+def prune_work(shape, **_):
+    """One forward and one backward of the whole model over the calibration batch (a backward costs
+    about two forwards), the head's included over every token; then the weights, their gradients and
+    the pruned copies pass through memory a few times."""
+    from laco.work import Work
+
+    head = 2 * shape.tokens * shape.vocab * shape.hidden
+    return Work(3.0 * shape.n_layers, flops=3 * head, memory_bytes=4 * shape.weight_bytes)
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           layer_start: int | None = None, layer_end: int | None = None, uniform: bool = False,
           calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):

@@ -26,6 +26,13 @@ def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
     return {**parts, "weights": shape.weight_bytes}
 
 
+def prune_work(shape, **_):
+    """One dense pass over the calibration batch."""
+    from laco.work import Work
+
+    return Work(float(shape.n_layers))
+
+
 def prune(loaded, sentences: list[str], *, target_ratio: float | None = None, target_layers: int | None = None,
           calibration_file: str | dict | None = None, seed: int = 0, progress: bool = True, **unknown):
     reject_unknown("shortgpt", unknown)

@@ -1,0 +1,129 @@
+"""A prune's declared work (`prune_work` beside each pruner, laco.work) against what the pruner runs: the
+decoder-layer forwards counted by a global forward hook while it prunes a tiny model; and the plan's time
+of a prune, composed from that work and the machine's rates (bench.plan)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_loaded
+
+from laco.calibration import default_sentences, tokenize
+from laco.collapse import THRESHOLD_ITERATIONS, CollapseConfig
+from laco.memory import shape_of
+from laco.pruners import get_pruner, work_need
+from laco.surgery import decoder_layers
+from laco.work import WALK_SHARE_FIXED_T, WALKS_FOR_A_TARGET, collapse_work, dense_passes, walk
+
+SENTENCES = default_sentences()[:6]
+N_LAYERS = 8
+
+
+def counted_prune(method: str, **params) -> tuple[int, dict, object]:
+    """(decoder-layer forwards the prune ran, its record, the model's shape with the calibration batch)."""
+    loaded = tiny_loaded("llama", N_LAYERS)
+    layer_type = type(decoder_layers(loaded.model)[0])
+    ids = tokenize(loaded.tokenizer, SENTENCES)["input_ids"]
+    shape = shape_of(loaded.model, 4).calibrated(*ids.shape)
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: calls.append(1) if isinstance(module, layer_type) else None)
+    try:
+        record = get_pruner(method)(loaded, SENTENCES, progress=False, **params).record
+    finally:
+        hook.remove()
+    return len(calls), record, shape
+
+
+def test_a_walk_counts_each_candidates_suffix_as_written_out_by_hand():
+    cfg = CollapseConfig(C=3, L=1, H=8, I=2)
+    # all rejected: the pointer runs 5, 4, 3, 2, 1 over 8 layers, each candidate merging 2 (6 left), its
+    # suffix from the pointer 1, 2, 3, 4, 5 layers
+    assert walk(8, cfg, accept=False) == (15, [2, 2, 2, 2, 2])
+    # all accepted: pointers 5, 3, 1 over 8 -> 6 -> 4 layers, each suffix the merged layer alone
+    assert walk(8, cfg, accept=True) == (3, [2, 2, 2])
+    # the naive engine runs each candidate whole: 6 layers a rejected candidate; 6, 4, 2 accepted ones
+    assert walk(8, cfg, accept=False, whole=True)[0] == 5 * 6
+    assert walk(8, cfg, accept=True, whole=True)[0] == 6 + 4 + 2
+
+
+def test_a_search_that_rejects_every_candidate_runs_its_declared_most():
+    ran, record, shape = counted_prune("laco", C=3, L=1, I=2, T=1.0, merge="reference")
+    assert not any(step["accepted"] for step in record["steps"])
+    work = work_need("laco", shape, C=3, L=1, I=2, T=1.0, merge="reference")
+    assert ran == work.layer_forwards_range[1] == N_LAYERS + 15  # the dense pass that records every layer's input, then the walk
+
+
+def test_a_search_that_accepts_every_candidate_runs_its_declared_fewest():
+    ran, record, shape = counted_prune("drop", C=3, L=1, I=2, T=1e-9)
+    assert all(step["accepted"] for step in record["steps"])
+    work = work_need("drop", shape, C=3, L=1, I=2, T=1e-9)
+    assert ran == work.layer_forwards_range[0] == N_LAYERS + 3
+    assert work.memory_bytes == 0  # deletion moves no weights
+
+
+def test_a_target_search_runs_within_its_declared_range():
+    ran, record, shape = counted_prune("laco", target_layers=5, C=3, L=1, I=2, merge="reference")
+    work = work_need("laco", shape, target_layers=5, C=3, L=1, I=2, merge="reference")
+    assert work.layer_forwards_range[0] <= ran <= work.layer_forwards_range[1], (ran, work)
+    assert record["threshold_search"]["distinct_candidates"] > 0
+
+
+@pytest.mark.parametrize("method, expected", [("shortgpt", N_LAYERS), ("come", dense_passes(N_LAYERS, 3))])
+def test_depth_baselines_run_the_layer_forwards_they_declare(method, expected):
+    ran, record, shape = counted_prune(method, target_layers=N_LAYERS - 3)
+    assert record["n_layers_after"] == N_LAYERS - 3
+    assert ran == expected == work_need(method, shape, target_layers=N_LAYERS - 3).layer_forwards
+    assert dense_passes(N_LAYERS, 3) == 8 + 7 + 6  # one dense pass over the model as it is before each merge
+
+
+def test_rule_merge_runs_no_forward_and_declares_none():
+    ran, _, shape = counted_prune("rule-merge", target_layers=N_LAYERS - 3, C=4, merge="reference")
+    work = work_need("rule-merge", shape, target_layers=N_LAYERS - 3, C=4, merge="reference")
+    assert ran == 0 == work.layer_forwards
+    assert work.memory_bytes == 5 * shape.layer_bytes  # one group of 4: the 4 layers read, the merge written
+
+
+def test_a_search_times_a_measured_share_of_its_all_rejected_walk():
+    cfg, shape = CollapseConfig(C=3, L=1, H=8, I=2, merge="drop"), SimpleNamespace(n_layers=8, layer_params=1, layer_bytes=1)
+    fixed, target = collapse_work(shape, cfg, target=False), collapse_work(shape, cfg, target=True)
+    # the walks written out above: 3 forwards all accepted, 15 all rejected, after the 8 of the dense pass
+    assert fixed.layer_forwards == 8 + WALK_SHARE_FIXED_T * 15 and fixed.layer_forwards_range == (8 + 3, 8 + 15)
+    # a target: the all-accepted walk and a few all-rejected ones; at most every bisection walk all rejected
+    assert target.layer_forwards == 8 + 3 + WALKS_FOR_A_TARGET * 15
+    assert target.layer_forwards_range == (8 + 2 * 3 + 15, 8 + 3 + (2 + THRESHOLD_ITERATIONS) * 15)
+
+
+def test_the_plan_times_a_prune_from_its_work_and_the_machine_rates(monkeypatch):
+    """ShortGPT on the tiny model: N_LAYERS layer forwards at the probed seconds of one, its weights at the
+    disk's rate; the pruning-time step repeats the work without writing."""
+    from bench import plan as plan_module
+
+    shape = shape_of(tiny_loaded("llama", N_LAYERS).model, 4).calibrated(2, 16)
+    profile = SimpleNamespace(model=SimpleNamespace(pruning_dtype=lambda: "float32", device="cpu", device_map=None,
+                                                    trust_remote_code=False),
+                              pruning_time=SimpleNamespace(repeats=3))
+    monkeypatch.setattr("bench.probe.layer_forward_seconds", lambda *args, **kwargs: 0.25)
+    sizing = plan_module.Sizing.__new__(plan_module.Sizing)
+    sizing.profile, sizing.rates, sizing._layer_seconds, sizing.config = profile, {"disk_gbps": 0.5}, {}, None
+    sizing.prune_shape = lambda method: shape
+    sizing.count = lambda batch, tokens, new, part: 1e9
+    method = SimpleNamespace(name="shortgpt", label="shortgpt", params={})
+    prune = sizing.prune(method, 0.25, 0.75)
+    writing = int(shape.weight_bytes * 0.75) / 0.5e9
+    assert prune.seconds == pytest.approx(N_LAYERS * 0.25 + writing)
+    assert prune.flops == pytest.approx(N_LAYERS * 1e9 / N_LAYERS)
+    again = sizing.measurement("shortgpt", "pruning_time", 0.75, prune)
+    assert again.seconds == pytest.approx(3 * N_LAYERS * 0.25)
+
+
+def test_the_layer_probe_times_a_one_layer_copy_and_says_none_when_it_cannot_build_one():
+    from bench.probe import layer_forward_seconds
+
+    config = tiny_loaded("llama", N_LAYERS).model.config
+    seconds = layer_forward_seconds(config, 2, 16, "float32", budget_s=0.01)
+    assert seconds is not None and 0 < seconds < 5
+    assert config.num_hidden_layers == N_LAYERS  # the model's own config is left as it was
+    assert layer_forward_seconds(object(), 2, 16, "float32", budget_s=0.01) is None
