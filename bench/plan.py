@@ -363,7 +363,7 @@ class Sizing:
     def notes_of(self, rates: dict) -> list[str]:
         p = self.profile
         probe = (f"fp32 {rates['fp32_gflops']:.3g}, bf16 {rates['bf16_gflops']:.3g} GFLOP/s" if "fp32_gflops" in rates
-                 else f"no matmul rate ({rates.get('error')})")
+                 else f"no matmul rate ({str(rates.get('error')).split('. ')[0]})")
         disk = f"{rates['disk_gbps']:.3g} GB/s" if rates.get("disk_gbps") else "not measured"
         return [
             "peak memory: the measurement's estimate (bench.budget) for the dense model, also beside each pruned "

@@ -57,7 +57,8 @@ def test_header_maps_profiles_methods_and_benchmarks(paper):
     assert data.reference_model == "Llama2-7B" and "2402.11187" in data.source
     assert data.models == {"llama2-7b": "Llama2-7B", "llama2-13b": "Llama2-13B", "baichuan2-7b": "Baichuan2-7B",
                            "baichuan2-13b": "Baichuan2-13B", "llama2-70b": "Llama2-70B",
-                           "llama2-7b-shape": "Llama2-7B"}  # the CPU rehearsal: Llama2-7B's shape, random weights
+                           "llama2-7b-shape": "Llama2-7B",  # the CPU rehearsal: Llama2-7B's shape, random weights
+                           "llama2-7b-shape-gpu": "Llama2-7B"}  # the same on one GPU
     assert data.methods["dense"] == "Dense*" and data.methods["dense-official"] == "Dense"
     assert list(data.benchmarks) == BENCHMARKS
     for short, columns in CATEGORIES.items():
