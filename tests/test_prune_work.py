@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import tiny_loaded
+from conftest import FAMILIES, family_folder, tiny_config, tiny_loaded
 
 from laco.calibration import default_sentences, tokenize
 from laco.collapse import THRESHOLD_ITERATIONS, CollapseConfig
@@ -119,11 +119,21 @@ def test_the_plan_times_a_prune_from_its_work_and_the_machine_rates(monkeypatch)
     assert again.seconds == pytest.approx(3 * N_LAYERS * 0.25)
 
 
-def test_the_layer_probe_times_a_one_layer_copy_and_says_none_when_it_cannot_build_one():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_layer_probe_times_a_one_layer_copy_of_every_family(family, tmp_path):
+    from transformers import AutoConfig
+
     from bench.probe import layer_forward_seconds
 
-    config = tiny_loaded("llama", N_LAYERS).model.config
-    seconds = layer_forward_seconds(config, 2, 16, "float32", budget_s=0.01)
+    remote = family == "baichuan"  # remote code: its config comes from its folder
+    config = (AutoConfig.from_pretrained(family_folder(family, tmp_path / family), trust_remote_code=True) if remote
+              else tiny_config(family, N_LAYERS))
+    seconds = layer_forward_seconds(config, 2, 16, "float32", trust_remote_code=remote, budget_s=0.01)
     assert seconds is not None and 0 < seconds < 5
     assert config.num_hidden_layers == N_LAYERS  # the model's own config is left as it was
+
+
+def test_the_layer_probe_says_none_when_it_cannot_build_a_copy():
+    from bench.probe import layer_forward_seconds
+
     assert layer_forward_seconds(object(), 2, 16, "float32", budget_s=0.01) is None
