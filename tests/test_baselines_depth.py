@@ -159,3 +159,22 @@ def test_depth_pruner_input_errors(method):
         get_pruner(method)(loaded, SENTENCES, target_ratio=0.2, target_layers=4)
     with pytest.raises((LacoError, TypeError)):
         get_pruner(method)(loaded, SENTENCES, target_layers=4, bogus=1)
+
+
+
+def test_a_depth_pruned_output_runs_under_accelerates_dispatch_with_layers_offloaded_to_disk(tmp_path):
+    """The path of a model larger than its devices (llama2-70b's device_map), on the CPU: accelerate's hooks
+    bring the offloaded layers of the pruned, re-indexed model in from disk around their forward, and the
+    logits are those of the model loaded whole."""
+    from transformers import AutoModelForCausalLM
+
+    loaded = tiny_loaded("llama", n_layers=8)
+    out = get_pruner("shortgpt")(loaded, SENTENCES, target_layers=5, progress=False)
+    save_pruned(out.model, loaded.tokenizer, tmp_path / "out", out.record)
+    plain, tokenizer, _ = load_pruned(tmp_path / "out")
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu",
+                  **{f"model.layers.{i}": "cpu" if i < 2 else "disk" for i in range(5)}}
+    mapped = AutoModelForCausalLM.from_pretrained(tmp_path / "out", device_map=device_map,
+                                                  offload_folder=tmp_path / "offload")
+    assert mapped.hf_device_map == device_map and hasattr(decoder_layers(mapped)[4], "_hf_hook")
+    torch.testing.assert_close(logits(mapped, tokenizer), logits(plain, tokenizer))
