@@ -140,7 +140,7 @@ def prune_work(shape, *, merge: str = "paper", paper_setting: str | None = None,
                L: int | None = None, H: int | None = None, I: int | None = None, T: float | None = None,  # noqa: E741
                engine: str = "cached", compare_engines: bool = False, target_ratio: float | None = None,
                target_layers: int | None = None, **_):
-    """LaCo's work (`laco.pruners.work_need`): `laco.collapse.collapse_work` at this setting; comparing
+    """LaCo's work (`laco.pruners.work_need`): `laco.work.collapse_work` at this setting; comparing
     the engines runs the naive one (every candidate whole) beside the cached one."""
     from laco.work import add, collapse_work
 

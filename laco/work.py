@@ -68,10 +68,13 @@ def merge_traffic(shape, k: int, merge: str) -> float:
     return (k + 2) * shape.layer_bytes
 
 
-def layers_removed_for_ratio(shape, ratio: float) -> int:
-    """Whole layers that remove about `ratio` of the parameters (as `laco.targets.layers_for_ratio` counts them)."""
+def layers_removed(shape, target_ratio: float | None, target_layers: int | None) -> int:
+    """Whole layers a depth target removes: a layer count as given, a ratio as the layers whose parameters
+    come closest to it (as `laco.targets.layers_for_ratio` counts them); none without a target."""
+    if target_layers is not None:
+        return shape.n_layers - target_layers
     total = shape.n_layers * shape.layer_params + shape.embedding_params + shape.head_params + shape.other_params
-    return min(shape.n_layers - 1, round(ratio * total / shape.layer_params))
+    return min(shape.n_layers - 1, round((target_ratio or 0) * total / shape.layer_params))
 
 
 def walk(n_layers: int, cfg, accept: bool, whole: bool = False) -> tuple[int, list[int]]:

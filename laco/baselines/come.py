@@ -114,9 +114,9 @@ def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
 
 def prune_work(shape, *, target_ratio: float | None = None, target_layers: int | None = None, **_):
     """A dense pass over the model as it is before each merge (one merge per layer removed), and the merge."""
-    from laco.work import Work, dense_passes, layers_removed_for_ratio
+    from laco.work import Work, dense_passes, layers_removed
 
-    removed = shape.n_layers - target_layers if target_layers else layers_removed_for_ratio(shape, target_ratio or 0)
+    removed = layers_removed(shape, target_ratio, target_layers)
     return Work(dense_passes(shape.n_layers, removed), memory_bytes=removed * 4 * shape.layer_bytes)
 
 

@@ -48,9 +48,9 @@ def peak_memory(shape, *, streamed: bool, C: int = 4, merge: str = "paper", **_)
 def prune_work(shape, *, target_ratio: float | None = None, target_layers: int | None = None, C: int = 4,
                merge: str = "paper", **_):
     """No forward: each group's merge, elementwise."""
-    from laco.work import Work, layers_removed_for_ratio, merge_traffic
+    from laco.work import Work, layers_removed, merge_traffic
 
-    removed = shape.n_layers - target_layers if target_layers else layers_removed_for_ratio(shape, target_ratio or 0)
+    removed = layers_removed(shape, target_ratio, target_layers)
     groups = [min(C - 1, removed - done) for done in range(0, removed, max(1, C - 1))]
     return Work(0.0, memory_bytes=sum(merge_traffic(shape, k, merge) for k in groups))
 

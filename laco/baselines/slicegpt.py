@@ -367,12 +367,11 @@ def prune_work(shape, *, target_ratio: float | None = None, target_layers: int |
     """`rotate_and_slice` counted (d wide, d' kept, t calibration tokens, P a layer's weights): one pass of
     the layers; in float64, per layer two d x d second moments and eigendecompositions, each weight rotated
     (2 d' P), four t d d' products, two d' d d' shortcuts; the first basis; embeddings and head (2 V d d')."""
-    from laco.work import EIGH_FLOPS_PER_CUBE, Work, layers_removed_for_ratio
+    from laco.work import EIGH_FLOPS_PER_CUBE, Work, layers_removed
 
     d, t, n = shape.hidden, shape.tokens, shape.n_layers
-    kept = (shape.n_layers - layers_removed_for_ratio(shape, target_ratio) if target_ratio is not None
-            else target_layers or 0) / n
-    w = max(1, round(d * (1 - slicing) if slicing is not None else d * kept))
+    kept = 1 - slicing if slicing is not None else (n - layers_removed(shape, target_ratio, target_layers)) / n
+    w = max(1, round(d * kept))  # about the width that removes the target's parameters
     basis = 2 * t * d * d + EIGH_FLOPS_PER_CUBE * d**3
     per_layer = 2 * w * shape.layer_params + 4 * 2 * t * d * w + 2 * basis + 2 * 2 * w * w * d
     return Work(float(n), float64_flops=n * per_layer + basis + 2 * 2 * shape.vocab * d * w)
