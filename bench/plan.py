@@ -249,7 +249,7 @@ class Sizing:
     def work_seconds(self, work, layer_forwards: float, shape) -> float | None:
         """A prune's work (`laco.work.Work`) at this machine's rates; None where one it needs is not measured."""
         dtype, rates = self.profile.model.pruning_dtype(), self.rates
-        per_second = {"flops": rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops"),
+        per_second = {"flops": matmul_rate(rates, dtype),
                       "float64_flops": rates.get("fp64_gflops"), "memory_bytes": rates.get("memory_gbps")}  # x 1e9
         amounts = {name: getattr(work, name) for name in per_second}
         one = self.layer_seconds(shape, dtype) if layer_forwards else 0.0
@@ -345,8 +345,7 @@ class Sizing:
         """A measurement's FLOPs at the probe's matmul rate in the run's dtype (a prune's are timed by `prune`)."""
         if step.step in ("prune", "pruning_time"):
             return None
-        dtype = self.profile.model.dtype
-        rate = rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
+        rate = matmul_rate(rates, self.profile.model.dtype)
         if step.flops is None or not rate:
             return None
         return step.flops / (rate * 1e9)
@@ -357,11 +356,8 @@ class Sizing:
                  for (batch, seq, dtype), seconds in self._layer_seconds.items()]
         return "the seconds of one, timed on a one-layer copy of the model: " + ("; ".join(timed) or "not timed")
 
-    def rate_note(self, key: str, unit: str) -> str:
-        return f"{self.rates[key]:.3g} {unit}" if self.rates.get(key) else "? (not measured)"
-
     def notes_of(self, rates: dict) -> list[str]:
-        p = self.profile
+        p, rate = self.profile, lambda key, unit: f"{rates[key]:.3g} {unit}" if rates.get(key) else "? (not measured)"
         probe = (f"fp32 {rates['fp32_gflops']:.3g}, bf16 {rates['bf16_gflops']:.3g} GFLOP/s" if "fp32_gflops" in rates
                  else f"no matmul rate ({str(rates.get('error')).split('. ')[0]})")
         disk = f"{rates['disk_gbps']:.3g} GB/s" if rates.get("disk_gbps") else "not measured"
@@ -378,8 +374,8 @@ class Sizing:
             "its layer forwards at a layer's share of the calibration forward; a pruned model's: the dense model's x "
             "the parameters kept; ? where unknown",
             f"est. time: a measurement's FLOPs at the probe's matmul rate ({probe}); a prune's work piece by piece: "
-            f"its layer forwards at {self.layer_note()}, float64 FLOPs at {self.rate_note('fp64_gflops', 'GFLOP/s')}, "
-            f"elementwise bytes at {self.rate_note('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
+            f"its layer forwards at {self.layer_note()}, float64 FLOPs at {rate('fp64_gflops', 'GFLOP/s')}, "
+            f"elementwise bytes at {rate('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
             f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
             "most in brackets; an estimate: loads and tokenisation left out",
         ]
@@ -414,6 +410,11 @@ def stand_in_tokenizer(vocab_size: int):
     if folder is None:
         raise LacoError(f"the stand-in's tokenizer ({TOKENIZER_FROM}'s) is not converted on this machine yet")
     return synthetic_tokenizer(vocab_size, AutoTokenizer.from_pretrained(folder))
+
+
+def matmul_rate(rates: dict, dtype: str) -> float | None:
+    """The probe's matmul rate (GFLOP/s) in a dtype: its 2-byte figure for bfloat16 and float16."""
+    return rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
 
 
 def first_line(exc: Exception) -> str:
