@@ -34,6 +34,7 @@ ITEM_TOKENS = 512  # assumed per accuracy item without a local data file to read
 # fed once by the shared-context path) at about 4 characters a token, as English BPE text runs; on the
 # CPU default's four tasks this put the dense accuracy at 256 s against 151 s measured (2026-12-02).
 CHARS_PER_TOKEN = 4
+GENERATING = ("memory", "throughput_hf", "throughput_vllm")  # measurements that prefill, then decode
 NOT_READ = "?"
 NO_FOLDER = "no local folder yet: a GGUF or synthetic model is made by its first load, a hub model is downloaded by it"
 
@@ -140,11 +141,12 @@ class Sizing:
     """The model's figures, read once from its config: measurement estimates, prune formulas, FLOPs."""
 
     def __init__(self, profile, data_dir: str | None, notes: list[str], rates: dict):
+        from bench.model_files import prepared_folder
         from laco.synthetic import stand_in_for
 
         self.profile, self.data_dir, self.notes, self.rates = profile, data_dir, notes, rates
         self._layer_seconds: dict[tuple, float | None] = {}
-        self.shape, self.meta, self.config, self.why_not = None, None, None, ""
+        self.shape, self.meta, self.config, self.why_not, self.weight_bytes = None, None, None, "", 0
         self._prune_shapes: dict[int, object] = {}
         self._flops: dict[tuple, float] = {}
         m = profile.model
@@ -195,6 +197,7 @@ class Sizing:
         m = self.profile.model
         params = sum(p.numel() for p in self.meta.parameters())
         nbytes = DTYPE_BYTES.get(m.dtype, 4)
+        self.weight_bytes = params * nbytes
         note = f"weights: {params:,} parameters x {nbytes} B ({m.dtype}) = {format_size(params * nbytes)}"
         if self.stand_in is not None:
             note += (f"; the shape is laco/{DATA_FILE} [{self.stand_in}] ({known()[self.stand_in].model_id}'s config "
@@ -211,7 +214,24 @@ class Sizing:
             return Step(key, name, prune.memory, 0, None if prune.flops is None else prune.flops * repeats,
                         again(prune.seconds), prune.seconds_range and tuple(map(again, prune.seconds_range)))
         flops = self.workload_flops(name)
-        return Step(key, name, self.measurement_memory(name), 0, None if flops is None else flops * kept)
+        step = Step(key, name, self.measurement_memory(name), 0, None if flops is None else flops * kept)
+        if name in GENERATING:
+            step.seconds = self.generation_seconds(name, kept)
+        return step
+
+    def generation_seconds(self, name: str, kept: float) -> float | None:
+        """A generating workload (memory, throughput): each round's prefill at the matmul rate, and each decode
+        step at the slower of its FLOPs at that rate and the weights read once at the probe's memory rate
+        (the roofline: decoding a small batch is bound by the weights' bytes, not by FLOPs)."""
+        p, rates = self.profile, self.rates
+        g, rounds = (p.memory, 1) if name == "memory" else (p.throughput, p.throughput.rounds + p.throughput.warmup)
+        shape = (g.batch_size, g.prompt_len, g.new_tokens) if name == "memory" else (g.batch_size, g.input_len, g.output_len)
+        rate, bandwidth = matmul_rate(rates, p.model.dtype), rates.get("memory_gbps")
+        if self.count(*shape, "prefill") is None or not rate or not bandwidth:
+            return None
+        prefill, _, steps, per_token = self._flops[shape]
+        decode = max(g.batch_size * per_token / (rate * 1e9), self.weight_bytes / (bandwidth * 1e9))
+        return rounds * kept * (prefill / (rate * 1e9) + steps * decode)
 
     def measurement_memory(self, name: str) -> int | None:
         from bench.budget import DTYPE_BYTES, ESTIMATES
@@ -283,6 +303,7 @@ class Sizing:
         if id(calibration) not in self._prune_shapes:
             try:
                 from bench.calibration import calibration_texts
+                from bench.model_files import stand_in_tokenizer
 
                 sentences, _ = calibration_texts(calibration, self.data_dir, self.profile)
                 m = self.profile.model
@@ -337,8 +358,10 @@ class Sizing:
             return None
         if (batch, tokens, new) not in self._flops:
             counted = count_flops(self.meta, batch, tokens, new)
-            self._flops[(batch, tokens, new)] = (counted["prefill"]["flops"], counted["workload_flops"])
-        prefill, workload = self._flops[(batch, tokens, new)]
+            decode = counted["decode"] or {"steps": 0, "flops_per_token_mean": 0.0}
+            self._flops[(batch, tokens, new)] = (counted["prefill"]["flops"], counted["workload_flops"], decode["steps"],
+                                                 decode["flops_per_token_mean"])
+        prefill, workload, _, _ = self._flops[(batch, tokens, new)]
         return prefill if part == "prefill" else workload
 
     def seconds(self, step: Step, rates: dict) -> float | None:
@@ -373,43 +396,13 @@ class Sizing:
             f"({ITEM_TOKENS} assumed without one); a prune: the work its method declares (laco.pruners.work_need), "
             "its layer forwards at a layer's share of the calibration forward; a pruned model's: the dense model's x "
             "the parameters kept; ? where unknown",
-            f"est. time: a measurement's FLOPs at the probe's matmul rate ({probe}); a prune's work piece by piece: "
+            f"est. time: a measurement's FLOPs at the probe's matmul rate ({probe}), a decode step at least the weights "
+            f"at its memory rate ({rate('memory_gbps', 'GB/s')}); a prune's work piece by piece: "
             f"its layer forwards at {self.layer_note()}, float64 FLOPs at {rate('fp64_gflops', 'GFLOP/s')}, "
             f"elementwise bytes at {rate('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
             f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
             "most in brackets; an estimate: loads and tokenisation left out",
         ]
-
-
-def prepared_folder(spec: str, revision: str | None) -> Path | None:
-    """The local folder a model loads from when it is already there; None when a load would make or fetch it."""
-    from laco.cache import cache_root
-    from laco.loading import resolve
-
-    source = resolve(spec, revision)
-    if source.kind in ("embedded", "gguf"):
-        folder = cache_root() / "gguf" / source.sha256[:16]
-    elif source.kind == "synthetic":
-        from laco.synthetic import folder_of, parse
-
-        folder = folder_of(parse(spec))
-    else:
-        folder = Path(source.path) if source.path else None
-    return folder if folder is not None and (folder / "config.json").is_file() else None
-
-
-def stand_in_tokenizer(vocab_size: int):
-    """The tokenizer a synthetic stand-in is built with (laco.synthetic), from the embedded model's converted
-    folder when it is on this machine; the plan converts nothing."""
-    from transformers import AutoTokenizer
-
-    from laco import LacoError
-    from laco.synthetic import TOKENIZER_FROM, synthetic_tokenizer
-
-    folder = prepared_folder(TOKENIZER_FROM, None)
-    if folder is None:
-        raise LacoError(f"the stand-in's tokenizer ({TOKENIZER_FROM}'s) is not converted on this machine yet")
-    return synthetic_tokenizer(vocab_size, AutoTokenizer.from_pretrained(folder))
 
 
 def matmul_rate(rates: dict, dtype: str) -> float | None:

@@ -137,3 +137,20 @@ def test_the_layer_probe_says_none_when_it_cannot_build_a_copy():
     from bench.probe import layer_forward_seconds
 
     assert layer_forward_seconds(object(), 2, 16, "float32", budget_s=0.01) is None
+
+
+def test_the_plan_times_decoding_by_the_slower_of_its_flops_and_its_weights_bytes():
+    """The roofline: 1 GB of weights at 10 GB/s is 0.1 s a decode step, slower than its 1 GFLOP at 100 GFLOP/s;
+    a prefill of 100 GFLOP takes 1 s; 6 rounds (5 and a warm-up) of a prefill and 7 steps; a pruned model
+    keeping 0.75 of the parameters takes 0.75 of each."""
+    from bench import plan as plan_module
+
+    throughput = SimpleNamespace(batch_size=1, input_len=64, output_len=8, rounds=5, warmup=1)
+    sizing = plan_module.Sizing.__new__(plan_module.Sizing)
+    sizing.profile = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"), throughput=throughput)
+    sizing.rates, sizing.meta, sizing.weight_bytes = {"bf16_gflops": 100.0, "memory_gbps": 10.0}, "meta", 1e9
+    sizing._flops = {(1, 64, 8): (100e9, None, 7, 1e9)}
+    assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * (1.0 + 7 * 0.1))
+    assert sizing.generation_seconds("throughput_hf", 0.75) == pytest.approx(0.75 * 6 * (1.0 + 7 * 0.1))
+    sizing.rates["memory_gbps"] = 1000.0  # now the FLOPs bind: 1 GFLOP at 100 GFLOP/s is 0.01 s a step
+    assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * (1.0 + 7 * 0.01))
