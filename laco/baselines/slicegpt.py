@@ -348,14 +348,15 @@ def min_calibration_tokens(loaded, *, target_ratio: float | None = None, target_
 
 
 def peak_memory(shape, *, streamed: bool, **_) -> dict[str, int]:
-    """Float64 work dominates, in two steps that do not overlap: the embeddings (later the head) times
-    a basis, and a layer's step (the block forwards, a d x d second moment and its eigendecomposition,
-    a projection and its product in float64)."""
-    d = shape.hidden
-    layer_step = 4 * d * d * 8 + shape.layer_activation_bytes() + 2 * shape.largest_tensor_params * 8
-    parts = {"calibration states": shape.hidden_state_bytes + 3 * shape.tokens * d * 8,
+    """Float64 work in steps that do not overlap: the embeddings (later the head) times a basis beside two
+    float64 streams; per layer a block's forward beside one, the three summed after it, or a weight rotated
+    in float64 beside one; d x d second moments and bases throughout."""
+    d, stream = shape.hidden, shape.tokens * shape.hidden * 8  # one float64 copy of the calibration stream
+    layer_step = 4 * d * d * 8 + max(shape.layer_activation_bytes() + stream, 3 * stream,
+                                     2 * shape.largest_tensor_params * 8 + stream)
+    parts = {"calibration states": shape.hidden_state_bytes,
              "untied head": shape.embedding_params * shape.dtype_bytes if shape.head_params == 0 else 0,
-             "largest step (float64)": max(2 * shape.embedding_params * 8, layer_step)}
+             "largest step (float64)": max(2 * shape.embedding_params * 8 + 2 * stream, layer_step)}
     if streamed:
         return {**parts, "weights outside the layers": shape.non_layer_bytes, "layers in memory": shape.layer_bytes,
                 LAYER_CACHE: 0}  # each layer is sliced once after the first pass
