@@ -93,7 +93,7 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
 
     m = profile.model
     at = existing_parent(out)
-    device = "cuda" if m.device_map else m.device
+    device = probe_device(m)
     rates = {**measure(device, PROBE_BUDGET_S), "fp64_gflops": float64_gflops(device, PROBE_BUDGET_S),
              "disk_gbps": disk_write_rate(at)}
     plan = Plan([], memory_limit(m.device, m.device_map), shutil.disk_usage(at).free, at, rates)
@@ -107,8 +107,8 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
                                 for name in measured(method.label, profile))]
     for step in plan.steps:
         if step.seconds is None:
-            step.seconds = model.seconds(step, rates)
-    plan.notes += model.notes_of(rates)
+            step.seconds = model.seconds(step)
+    plan.notes += model.notes_of()
     if profile.run.keep_pruned_weights == WHILE_MEASURED:
         plan.copies_on_disk = alive_at_each_step(profile)
         plan.notes.append(copies_note(plan))
@@ -284,8 +284,7 @@ class Sizing:
         key = (shape.batch, shape.seq, dtype)
         if key not in self._layer_seconds:
             m = self.profile.model
-            device = "cuda" if m.device_map else m.device
-            self._layer_seconds[key] = layer_forward_seconds(self.config, shape.batch, shape.seq, dtype, device,
+            self._layer_seconds[key] = layer_forward_seconds(self.config, shape.batch, shape.seq, dtype, probe_device(m),
                                                              trust_remote_code=m.trust_remote_code)
         return self._layer_seconds[key]
 
@@ -364,11 +363,11 @@ class Sizing:
         prefill, workload, _, _ = self._flops[(batch, tokens, new)]
         return prefill if part == "prefill" else workload
 
-    def seconds(self, step: Step, rates: dict) -> float | None:
+    def seconds(self, step: Step) -> float | None:
         """A measurement's FLOPs at the probe's matmul rate in the run's dtype (a prune's are timed by `prune`)."""
         if step.step in ("prune", "pruning_time"):
             return None
-        rate = matmul_rate(rates, self.profile.model.dtype)
+        rate = matmul_rate(self.rates, self.profile.model.dtype)
         if step.flops is None or not rate:
             return None
         return step.flops / (rate * 1e9)
@@ -379,7 +378,8 @@ class Sizing:
                  for (batch, seq, dtype), seconds in self._layer_seconds.items()]
         return "the seconds of one, timed on a one-layer copy of the model: " + ("; ".join(timed) or "not timed")
 
-    def notes_of(self, rates: dict) -> list[str]:
+    def notes_of(self) -> list[str]:
+        rates = self.rates
         p, rate = self.profile, lambda key, unit: f"{rates[key]:.3g} {unit}" if rates.get(key) else "? (not measured)"
         probe = (f"fp32 {rates['fp32_gflops']:.3g}, bf16 {rates['bf16_gflops']:.3g} GFLOP/s" if "fp32_gflops" in rates
                  else f"no matmul rate ({str(rates.get('error')).split('. ')[0]})")
@@ -403,6 +403,11 @@ class Sizing:
             f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
             "most in brackets; an estimate: loads and tokenisation left out",
         ]
+
+
+def probe_device(model_settings) -> str:
+    """Where the run computes: its device, or the GPUs a device_map spreads the model over."""
+    return "cuda" if model_settings.device_map else model_settings.device
 
 
 def matmul_rate(rates: dict, dtype: str) -> float | None:

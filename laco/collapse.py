@@ -418,4 +418,3 @@ def collapse_memory(shape, *, streamed: bool, C: int, merge: str, naive: bool = 
     if naive:
         parts["naive engine: the current model and a candidate copy"] = 2 * shape.weight_bytes
     return parts
-

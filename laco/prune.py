@@ -147,8 +147,7 @@ def prune_work(shape, *, merge: str = "paper", paper_setting: str | None = None,
     config = make_config(merge=merge, paper_setting_name=paper_setting, n_layers=shape.n_layers,
                          **{k: v for k, v in {"C": C, "L": L, "H": H, "I": I, "T": T}.items() if v is not None})
     target = target_ratio is not None or target_layers is not None
-    naive = collapse_work(shape, config, target=target, whole=True)
     if engine == "naive":
-        return naive
+        return collapse_work(shape, config, target=target, whole=True)
     cached = collapse_work(shape, config, target=target)
-    return add(cached, naive) if compare_engines else cached
+    return add(cached, collapse_work(shape, config, target=target, whole=True)) if compare_engines else cached
