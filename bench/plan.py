@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.plan_prune import NOT_READ, PruneSizing, Step, first_line, matmul_rate, probe_device
 from bench.weights_kept import WHILE_MEASURED, alive_at_each_step
 from laco.memory import format_size
 
@@ -35,19 +36,7 @@ ITEM_TOKENS = 512  # assumed per accuracy item without a local data file to read
 # CPU default's four tasks this put the dense accuracy at 256 s against 151 s measured (2026-12-02).
 CHARS_PER_TOKEN = 4
 GENERATING = ("memory", "throughput_hf", "throughput_vllm")  # measurements that prefill, then decode
-NOT_READ = "?"
 NO_FOLDER = "no local folder yet: a GGUF or synthetic model is made by its first load, a hub model is downloaded by it"
-
-
-@dataclass
-class Step:
-    model: str
-    step: str
-    memory: int | None = None  # bytes at the peak, beside the interpreter
-    disk: int = 0  # bytes written to the run folder
-    flops: float | None = None
-    seconds: float | None = None
-    seconds_range: tuple[float, float] | None = None  # a search's fewest and most
 
 
 @dataclass
@@ -72,8 +61,8 @@ class Plan:
     def table(self) -> str:
         from tabulate import tabulate
 
-        rows = [[s.model, s.step, size(s.memory), size(s.disk) if s.disk else "-", count(s.flops), time_cell(s)]
-                for s in self.steps]
+        rows = [[s.model, s.step + (", layer by layer" if s.streamed else ""), size(s.memory),
+                 size(s.disk) if s.disk else "-", count(s.flops), time_cell(s)] for s in self.steps]
         known = [s.memory for s in self.steps if s.memory is not None]
         disk = size(self.disk_needed) + (" (at once)" if self.copies_on_disk is not None else "")
         rows.append(["total", "all steps", size(max(known)) if known else NOT_READ + " (largest)", disk,
@@ -97,7 +86,7 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     rates = {**measure(device, PROBE_BUDGET_S), "fp64_gflops": float64_gflops(device, PROBE_BUDGET_S),
              "disk_gbps": disk_write_rate(at)}
     plan = Plan([], memory_limit(m.device, m.device_map), shutil.disk_usage(at).free, at, rates)
-    model = Sizing(profile, data_dir, plan.notes, rates)
+    model = Sizing(profile, data_dir, plan.notes, rates, at)
     plan.steps += [model.measurement("dense", name, 1.0) for name in measured("dense", profile)]
     for method in profile.methods:
         ratio = target_ratio(method, profile.methods)
@@ -137,15 +126,16 @@ def target_ratio(method, methods) -> float | None:
     return target
 
 
-class Sizing:
+class Sizing(PruneSizing):
     """The model's figures, read once from its config: measurement estimates, prune formulas, FLOPs."""
 
-    def __init__(self, profile, data_dir: str | None, notes: list[str], rates: dict):
+    def __init__(self, profile, data_dir: str | None, notes: list[str], rates: dict, disk_at: Path | None = None):
         from bench.model_files import prepared_folder
         from laco.synthetic import stand_in_for
 
-        self.profile, self.data_dir, self.notes, self.rates = profile, data_dir, notes, rates
+        self.profile, self.data_dir, self.notes, self.rates, self.disk_at = profile, data_dir, notes, rates, disk_at
         self._layer_seconds: dict[tuple, float | None] = {}
+        self.streamed_labels: list[str] = []
         self.shape, self.meta, self.config, self.why_not, self.weight_bytes = None, None, None, "", 0
         self._prune_shapes: dict[int, object] = {}
         self._flops: dict[tuple, float] = {}
@@ -243,78 +233,6 @@ class Sizing:
         found = ESTIMATES[name](self.profile, self.shape, DTYPE_BYTES.get(self.profile.model.dtype, 4))
         return max((e.bytes for e in found), default=None)
 
-    def prune(self, method, ratio: float | None, kept: float) -> Step:
-        from laco.pruners import memory_need, work_need
-
-        shape = self.prune_shape(method)
-        if shape is None:
-            return Step(method.label, "prune")
-        params = {**method.params, **({"target_ratio": ratio} if ratio is not None else {})}
-        parts = memory_need(method.name, shape, streamed=False, **params)
-        step = Step(method.label, "prune", None if parts is None else sum(parts.values()), int(shape.weight_bytes * kept))
-        work = work_need(method.name, shape, **params)
-        forward = self.count(shape.batch, shape.seq, 1, "prefill")  # the calibration batch through every layer
-        if work is None or forward is None:
-            return step
-        layer_flops = forward / shape.n_layers
-        step.flops = work.layer_forwards * layer_flops + work.flops + work.float64_flops
-        seconds = self.work_seconds(work, work.layer_forwards, shape)
-        if seconds is not None:
-            step.seconds = seconds + self.writing_seconds(step)
-            if work.layer_forwards_range is not None:
-                step.seconds_range = tuple(self.work_seconds(work, forwards, shape) + self.writing_seconds(step)
-                                           for forwards in work.layer_forwards_range)
-        return step
-
-    def work_seconds(self, work, layer_forwards: float, shape) -> float | None:
-        """A prune's work (`laco.work.Work`) at this machine's rates; None where one it needs is not measured."""
-        dtype, rates = self.profile.model.pruning_dtype(), self.rates
-        per_second = {"flops": matmul_rate(rates, dtype),
-                      "float64_flops": rates.get("fp64_gflops"), "memory_bytes": rates.get("memory_gbps")}  # x 1e9
-        amounts = {name: getattr(work, name) for name in per_second}
-        one = self.layer_seconds(shape, dtype) if layer_forwards else 0.0
-        if one is None or any(amounts[name] and not per_second[name] for name in per_second):
-            return None
-        return layer_forwards * one + sum(amounts[n] / (per_second[n] * 1e9) for n in per_second if amounts[n])
-
-    def layer_seconds(self, shape, dtype: str) -> float | None:
-        """One decoder layer's forward over the calibration batch, timed once per batch shape."""
-        from bench.probe import layer_forward_seconds
-
-        key = (shape.batch, shape.seq, dtype)
-        if key not in self._layer_seconds:
-            m = self.profile.model
-            self._layer_seconds[key] = layer_forward_seconds(self.config, shape.batch, shape.seq, dtype, probe_device(m),
-                                                             trust_remote_code=m.trust_remote_code)
-        return self._layer_seconds[key]
-
-    def writing_seconds(self, step: Step) -> float:
-        rate = self.rates.get("disk_gbps")
-        return step.disk / (rate * 1e9) if step.disk and rate else 0.0
-
-    def prune_shape(self, method):
-        """The dense model's shape in the prune dtype with the method's calibration batch (None: not read)."""
-        from laco.stream.plan import config_shape, model_shape
-
-        calibration = method.calibration or self.profile.calibration
-        if self.meta is None:
-            return None
-        if id(calibration) not in self._prune_shapes:
-            try:
-                from bench.calibration import calibration_texts
-                from bench.model_files import stand_in_tokenizer
-
-                sentences, _ = calibration_texts(calibration, self.data_dir, self.profile)
-                m = self.profile.model
-                self._prune_shapes[id(calibration)] = (
-                    model_shape(str(self.folder), m.pruning_dtype(), sentences, m.trust_remote_code) if self.folder
-                    else config_shape(self.config, stand_in_tokenizer(self.config.vocab_size), m.pruning_dtype(),
-                                      sentences, m.trust_remote_code))
-            except Exception as exc:  # noqa: BLE001  (the run's own check of the calibration says what is wrong)
-                self._prune_shapes[id(calibration)] = None
-                self.notes.append(f"{NOT_READ}: the calibration of {method.label} is not read here ({first_line(exc)})")
-        return self._prune_shapes[id(calibration)]
-
     def workload_flops(self, name: str) -> float | None:
         """FLOPs of one model's measurement `name` (see the notes for what each counts)."""
         p = self.profile
@@ -386,8 +304,9 @@ class Sizing:
         disk = f"{rates['disk_gbps']:.3g} GB/s" if rates.get("disk_gbps") else "not measured"
         return [
             "peak memory: the measurement's estimate (bench.budget) for the dense model, also beside each pruned "
-            "model (which holds less); a prune: its method's formula (laco.pruners.memory_need), resident; the "
-            "interpreter comes on top; the total: the largest peak, the sums of the rest",
+            "model (which holds less); a prune: its method's formula (laco.pruners.memory_need), resident, or under "
+            "[model] max_memory as laco prune --max-memory decides (layer by layer when the resident figure does not "
+            "fit; the layer cache included); the interpreter comes on top; the total: the largest peak, the sums of the rest",
             "disk written: a pruned copy's weights = the dense weights in the prune dtype x (1 - the target ratio); "
             "a method without a ratio target (or matching one without) is counted at the dense size",
             f"FLOPs: bench.flops.count_flops of each workload on the meta device (logits of the last position only); "
@@ -402,22 +321,14 @@ class Sizing:
             f"elementwise bytes at {rate('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
             f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
             "most in brackets; an estimate: loads and tokenisation left out",
+            *([self.reading_note()] if any(self.streamed_labels) else []),
         ]
 
 
-def probe_device(model_settings) -> str:
-    """Where the run computes: its device, or the GPUs a device_map spreads the model over."""
-    return "cuda" if model_settings.device_map else model_settings.device
 
 
-def matmul_rate(rates: dict, dtype: str) -> float | None:
-    """The probe's matmul rate (GFLOP/s) in a dtype: its 2-byte figure for bfloat16 and float16."""
-    return rates.get("bf16_gflops" if dtype in ("bfloat16", "float16") else "fp32_gflops")
 
 
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def total(values) -> float | None:

@@ -41,6 +41,29 @@ class ModelSettings(Strict):
     device: str = "cpu"
     device_map: Union[str, dict, None] = None
     trust_remote_code: bool = False
+    # a bound on what a prune holds, e.g. "8GB" (as `laco prune --max-memory`): a method whose resident
+    # figure exceeds it prunes layer by layer from the model's files, one that cannot is refused (bench.streamed);
+    # the measurements still load whole models. CPU only
+    max_memory: str | None = None
+
+    @field_validator("max_memory")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        from laco import LacoError
+        from laco.memory import parse_size
+
+        try:
+            value is None or parse_size(value)
+        except LacoError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _streams_on_the_cpu(self):
+        if self.max_memory is not None and (self.device != "cpu" or self.device_map is not None):
+            raise ValueError("max_memory bounds a prune on the CPU (layer by layer from the model's files): "
+                             "give no device or device_map with it")
+        return self
 
     def pruning_dtype(self) -> str:
         """The dtype the pruning step runs in: `prune_dtype`, or the run's dtype for "same"."""

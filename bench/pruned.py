@@ -34,9 +34,11 @@ from bench.profile import MethodSettings
 from bench.store import RunStore, settings_hash
 from bench.subject import Subject, pruned_identity
 from laco import LacoError
+from laco.atomic import write_json
 from laco.faults import kill_point
 from laco.provenance import folder_weights_sha256
 from laco.record import parameter_record, record_fingerprint
+from laco.saving import PROVENANCE_FILE
 
 
 def pruned_subject(method: MethodSettings, ctx: RunContext, dense_fp: str) -> Subject:
@@ -109,7 +111,7 @@ def prune_and_save(method: MethodSettings, ctx: RunContext, settings: dict, sent
                            "prune_call": prune_call, "code": settings["code"], "dtypes": model_dtypes(record, ctx)})
     subject = Subject(method.label, method.name, identity, record, ctx.pruned_load_args(folder), folder=str(folder),
                       prune_call=prune_call)
-    if ctx.profile.model.pruning_dtype() == ctx.profile.model.dtype:  # else measured as saved, in the run's dtype
+    if outcome is not None and ctx.profile.model.pruning_dtype() == ctx.profile.model.dtype:  # else measured as saved
         subject.adopt(outcome.model, loaded.tokenizer)
     return subject
 
@@ -120,17 +122,31 @@ def prune_into_folder(method: MethodSettings, ctx: RunContext, settings: dict, s
     from laco.pruners import get_pruner
     from laco.saving import save_pruned
 
+    from bench import streamed
+
     if source:
         restore_weights(source["key"], ctx)
-    loaded = ctx.load_to_prune(source and source["saved"], method.source)
     pruner = get_pruner(method.name)
     kwargs = pruner_arguments(pruner, settings, ctx)
     if source and "target_ratio" in kwargs:
         kwargs["target_ratio"] = target_against_source(kwargs["target_ratio"], source["record"])
-    outcome = pruner(loaded, sentences, **kwargs)
+    folder = ctx.store.weights_dir(method.label)
+    plan = streamed.memory_plan(method.name, kwargs, ctx, sentences, source and source["saved"])
+    if plan is not None and plan.stream:  # the model stays on disk; nothing of it is left in memory to adopt
+        record = streamed.prune_into(method.name, kwargs, ctx, sentences, folder, plan, source and source["saved"])
+        outcome = loaded = None
+    else:
+        loaded = ctx.load_to_prune(source and source["saved"], method.source)
+        outcome = pruner(loaded, sentences, **kwargs)
+        record = outcome.record
+        if plan is not None:
+            record["memory"] = plan.as_dict()
     kill_point("bench:pruned")
-    record = against_dense(outcome.record, source, settings["target_ratio"]) if source else outcome.record
-    save_pruned(outcome.model, loaded.tokenizer, ctx.store.weights_dir(method.label), record, force=True)
+    record = against_dense(record, source, settings["target_ratio"]) if source else record
+    if outcome is None:
+        write_json(folder / PROVENANCE_FILE, record)  # against the dense model, for a re-pruning entry
+    else:
+        save_pruned(outcome.model, loaded.tokenizer, folder, record, force=True)
     return outcome, loaded, kwargs, record
 
 

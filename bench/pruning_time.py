@@ -64,9 +64,16 @@ def timing(settings: dict, ctx) -> PruningTiming:
 def prune_again(call: dict, ctx, expected_parameters: int) -> float:
     from laco.pruners import get_pruner
 
-    loaded = ctx.load_to_prune(call.get("source"), call.get("source_label"))  # a re-pruning entry: its source's model
-    outcome = get_pruner(call["name"])(loaded, call["sentences"], progress=False, **call["kwargs"])
-    after, seconds = outcome.record["parameters"]["after"], float(outcome.record["prune_seconds"])
+    from bench import streamed
+
+    kwargs = {**call["kwargs"], "progress": False}
+    plan = streamed.memory_plan(call["name"], kwargs, ctx, call["sentences"], call.get("source"))
+    if plan is not None and plan.stream:  # as the run pruned it: layer by layer under [model] max_memory
+        record = streamed.prune_seconds(call["name"], kwargs, ctx, call["sentences"], plan, call.get("source"))
+    else:
+        loaded = ctx.load_to_prune(call.get("source"), call.get("source_label"))  # a re-pruning entry: its source's model
+        record = get_pruner(call["name"])(loaded, call["sentences"], **kwargs).record
+    after, seconds = record["parameters"]["after"], float(record["prune_seconds"])
     if after != expected_parameters:
         raise RuntimeError(f"pruning again gave {after} parameters, the run's model has {expected_parameters}")
     return seconds

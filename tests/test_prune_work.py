@@ -99,24 +99,55 @@ def test_a_search_times_a_measured_share_of_its_all_rejected_walk():
 def test_the_plan_times_a_prune_from_its_work_and_the_machine_rates(monkeypatch):
     """ShortGPT on the tiny model: N_LAYERS layer forwards at the probed seconds of one, its weights at the
     disk's rate; the pruning-time step repeats the work without writing."""
-    from bench import plan as plan_module
-
     shape = shape_of(tiny_loaded("llama", N_LAYERS).model, 4).calibrated(2, 16)
-    profile = SimpleNamespace(model=SimpleNamespace(pruning_dtype=lambda: "float32", device="cpu", device_map=None,
-                                                    trust_remote_code=False),
-                              pruning_time=SimpleNamespace(repeats=3))
-    monkeypatch.setattr("bench.probe.layer_forward_seconds", lambda *args, **kwargs: 0.25)
-    sizing = plan_module.Sizing.__new__(plan_module.Sizing)
-    sizing.profile, sizing.rates, sizing._layer_seconds, sizing.config = profile, {"disk_gbps": 0.5}, {}, None
-    sizing.prune_shape = lambda method: shape
-    sizing.count = lambda batch, tokens, new, part: 1e9
+    sizing = sizing_of(shape, None, monkeypatch)
     method = SimpleNamespace(name="shortgpt", label="shortgpt", params={})
     prune = sizing.prune(method, 0.25, 0.75)
     writing = int(shape.weight_bytes * 0.75) / 0.5e9
+    assert not prune.streamed
     assert prune.seconds == pytest.approx(N_LAYERS * 0.25 + writing)
     assert prune.flops == pytest.approx(N_LAYERS * 1e9 / N_LAYERS)
     again = sizing.measurement("shortgpt", "pruning_time", 0.75, prune)
     assert again.seconds == pytest.approx(3 * N_LAYERS * 0.25)
+
+
+def test_a_prune_the_bound_streams_adds_its_layer_reads_and_states_its_streamed_memory(monkeypatch):
+    """Under a max_memory below the resident figure, ShortGPT streams: each layer read once from the disk, then
+    once per forward and once to write, half from the page cache (the machine holds half the model beside the
+    bound) and half from the disk; its memory is the streamed formula and the reading of one tensor."""
+    from laco.pruners import memory_need
+
+    shape = shape_of(tiny_loaded("llama", N_LAYERS).model, 4).calibrated(2, 16)
+    resident = sum(memory_need("shortgpt", shape, streamed=False).values())
+    streamed = sum(memory_need("shortgpt", shape, streamed=True).values())
+    bound = (resident + streamed) // 2  # the interpreter counted as nothing (rss_now patched)
+    assert streamed < bound < resident
+    monkeypatch.setattr("laco.stream.plan.rss_now", lambda: 0)
+    monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(total=bound + shape.weight_bytes // 2))
+    sizing = sizing_of(shape, str(bound), monkeypatch)
+    sizing.rates.update(read_disk_gbps=0.1, read_cached_gbps=0.4, read_from="the test")
+    prune = sizing.prune(SimpleNamespace(name="shortgpt", label="shortgpt", params={}), 0.25, 0.75)
+    layer = shape.layer_bytes
+    reads = N_LAYERS * layer / 0.1e9 + N_LAYERS * layer * (0.5 / 0.4e9 + 0.5 / 0.1e9)
+    assert prune.streamed
+    assert prune.seconds == pytest.approx(N_LAYERS * 0.25 + reads + int(shape.weight_bytes * 0.75) / 0.5e9)
+    assert prune.memory >= streamed + shape.largest_tensor_params * 4  # its layer cache comes on top
+    assert prune.memory < resident
+
+
+def sizing_of(shape, max_memory: str | None, monkeypatch):
+    """A plan's Sizing of `shape` with a layer forward of 0.25 s, 1 GFLOP a forward and a disk writing 0.5 GB/s."""
+    from bench import plan as plan_module
+
+    model = SimpleNamespace(pruning_dtype=lambda: "float32", device="cpu", device_map=None, trust_remote_code=False,
+                            max_memory=max_memory, spec="tiny")
+    monkeypatch.setattr("bench.probe.layer_forward_seconds", lambda *args, **kwargs: 0.25)
+    sizing = plan_module.Sizing.__new__(plan_module.Sizing)
+    sizing.profile = SimpleNamespace(model=model, pruning_time=SimpleNamespace(repeats=3))
+    sizing.rates, sizing._layer_seconds, sizing.config, sizing.streamed_labels = {"disk_gbps": 0.5}, {}, None, []
+    sizing.prune_shape = lambda method: shape
+    sizing.count = lambda batch, tokens, new, part: 1e9
+    return sizing
 
 
 @pytest.mark.parametrize("family", FAMILIES)

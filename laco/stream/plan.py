@@ -96,13 +96,13 @@ def config_shape(config, tokenizer, dtype: str, sentences: list[str], trust_remo
 
 
 def plan_memory(method: str, shape: ModelShape, params: dict, *, max_memory: int | None, stream: bool = False,
-                spec: str = "the model") -> MemoryPlan | None:
+                spec: str = "the model", bound_from: str = "--max-memory") -> MemoryPlan | None:
     """Resident, streamed, or a one-line refusal (see the module docstring); None for a method that
     declares no formula (a plugin need not), which is neither planned nor refused unless asked to stream."""
     from laco.pruners import memory_need
 
     runtime = rss_now()
-    bound, bound_from = (max_memory, "--max-memory") if max_memory else (available_memory() + runtime, "available memory")
+    bound, bound_from = (max_memory, bound_from) if max_memory else (available_memory() + runtime, "available memory")
     resident = memory_need(method, shape, streamed=False, **params)
     streamed = memory_need(method, shape, streamed=True, **params)
     if resident is None and streamed is None:
