@@ -99,6 +99,14 @@ def check_disk(plan, out: Path) -> None:
     weights = Path(out) / "weights"
     kept = sum(f.stat().st_size for f in weights.rglob("*") if f.is_file()) if weights.is_dir() else 0
     need = plan.disk_needed - kept
-    if need > plan.disk_free:
-        raise LacoError(f"this profile needs {format_size(need)} of disk for pruned copies, "
+    build, build_at = plan.build or (0, None)
+    if build and existing_parent(build_at).stat().st_dev != Path(plan.disk_at).stat().st_dev:
+        free = shutil.disk_usage(existing_parent(build_at)).free
+        if build > free:
+            raise LacoError(f"this profile's synthetic model needs {format_size(build)} of disk, {format_size(free)} "
+                            f"free at {existing_parent(build_at)}")
+        build = 0
+    if need + build > plan.disk_free:
+        what = f"pruned copies and {format_size(build)} for its synthetic model" if build else "pruned copies"
+        raise LacoError(f"this profile needs {format_size(need + build)} of disk for {what}, "
                         f"{format_size(plan.disk_free)} free at {plan.disk_at}")

@@ -49,6 +49,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     # per step of the run (bench.weights_kept), the pruned copies on disk during it; None: every copy to the end
     copies_on_disk: list[list[str]] | None = None
+    build: tuple[int, Path] | None = None  # a synthetic model the run's first load writes: (bytes, its folder)
 
     @property
     def disk_needed(self) -> int:
@@ -87,6 +88,15 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
              "disk_gbps": disk_write_rate(at)}
     plan = Plan([], memory_limit(m.device, m.device_map), shutil.disk_usage(at).free, at, rates)
     model = Sizing(profile, data_dir, plan.notes, rates, at)
+    plan.build = model.synthetic_build()
+    if plan.build:
+        plan.steps.append(Step("dense", "build", None, plan.build[0], 0.0, plan.build[0] / (rates["disk_gbps"] * 1e9)
+                               if rates.get("disk_gbps") else None))
+        plan.notes.append(f"build: the synthetic model is written once, by the run's first load, to {plan.build[1]} "
+                          "(its disk written is not a pruned copy's; its time: the bytes at the disk's write rate)")
+    model.phase_weights = {name: model.weight_bytes * sum(kept for label, kept in kept_shares(profile)
+                                                          if name in measured(label, profile))
+                           for name in ("throughput_hf", "throughput_vllm")}
     plan.steps += [model.measurement("dense", name, 1.0) for name in measured("dense", profile)]
     for method in profile.methods:
         ratio = target_ratio(method, profile.methods)
@@ -102,6 +112,12 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
         plan.copies_on_disk = alive_at_each_step(profile)
         plan.notes.append(copies_note(plan))
     return plan
+
+
+def kept_shares(profile) -> list[tuple[str, float]]:
+    """(label, share of the dense parameters it keeps, as planned) of the dense model and each method's."""
+    ratios = [(m.label, target_ratio(m, profile.methods)) for m in profile.methods]
+    return [("dense", 1.0), *((label, 1.0 if ratio is None else 1 - ratio) for label, ratio in ratios)]
 
 
 def copies_note(plan: Plan) -> str:
@@ -136,6 +152,7 @@ class Sizing(PruneSizing):
         self.profile, self.data_dir, self.notes, self.rates, self.disk_at = profile, data_dir, notes, rates, disk_at
         self._layer_seconds: dict[tuple, float | None] = {}
         self.streamed_labels: list[str] = []
+        self.phase_weights: dict[str, float] = {}
         self.shape, self.meta, self.config, self.why_not, self.weight_bytes = None, None, None, "", 0
         self._prune_shapes: dict[int, object] = {}
         self._flops: dict[tuple, float] = {}
@@ -179,6 +196,17 @@ class Sizing(PruneSizing):
         self.shape = shape_of(config)
         self.meta = meta_model(self.config, trust_remote_code=trust)
 
+    def synthetic_build(self) -> tuple[int, Path] | None:
+        """(bytes, folder) of a synthetic model not built yet, in its own dtype; None for any other model."""
+        from bench.budget import DTYPE_BYTES
+        from laco.synthetic import PREFIX, folder_of, parse
+
+        spec = self.profile.model.spec
+        if self.folder is not None or self.meta is None or not spec.startswith(PREFIX):
+            return None
+        synthetic = parse(spec)
+        return sum(p.numel() for p in self.meta.parameters()) * DTYPE_BYTES[synthetic.dtype], folder_of(synthetic)
+
     def weights_note(self) -> str:
         """The dense weights: parameters x the bytes of the run's dtype; where the shape came from; where they go."""
         from bench.budget import DTYPE_BYTES
@@ -221,7 +249,29 @@ class Sizing(PruneSizing):
             return None
         prefill, _, steps, per_token = self._flops[shape]
         decode = max(g.batch_size * per_token / (rate * 1e9), self.weight_bytes / (bandwidth * 1e9))
-        return rounds * kept * (prefill / (rate * 1e9) + steps * decode)
+        loads = 1 if name == "memory" or self.phase_resident(name) else rounds
+        load = self.load_seconds() * loads * kept * self.weight_bytes / 1e9
+        return rounds * kept * (prefill / (rate * 1e9) + steps * decode) + load
+
+    def phase_resident(self, name: str) -> bool:
+        """Whether a throughput phase keeps its models loaded, as `bench.throughput.resident_policy` will decide
+        from the parameters of every model it measures against the memory available now."""
+        import psutil
+
+        from bench.throughput import resident_policy
+
+        return resident_policy([self.phase_weights.get(name, 0) / 1e6], psutil.virtual_memory().available / 1e6)["resident"]
+
+    def load_seconds(self) -> float:
+        """Seconds per GB of a model load (`bench.probe.load_seconds_per_gb`), measured once; 0 where it did not run."""
+        from bench.probe import load_seconds_per_gb
+
+        if "load_s_per_gb" not in self.rates:
+            m = self.profile.model
+            self.rates["load_s_per_gb"] = (load_seconds_per_gb(self.config, m.dtype, self.disk_at, trust_remote_code=
+                                                               m.trust_remote_code) if self.disk_at and m.device == "cpu"
+                                           and not m.device_map else None)
+        return self.rates["load_s_per_gb"] or 0.0
 
     def measurement_memory(self, name: str) -> int | None:
         from bench.budget import DTYPE_BYTES, ESTIMATES
@@ -290,6 +340,11 @@ class Sizing(PruneSizing):
             return None
         return step.flops / (rate * 1e9)
 
+    def load_note(self) -> str:
+        seconds = self.rates.get("load_s_per_gb")
+        return (f"{seconds:.3g} s per GB, timed on the one-layer copy saved and loaded back from the page cache" if seconds
+                else "? (not timed: no load is counted)")
+
     def layer_note(self) -> str:
         timed = [f"{seconds * 1e3:.3g} ms ({batch} x {seq} tokens, {dtype})" if seconds is not None
                  else f"? ({batch} x {seq} tokens, {dtype}: the one-layer copy did not run)"
@@ -320,7 +375,9 @@ class Sizing(PruneSizing):
             f"its layer forwards at {self.layer_note()}, float64 FLOPs at {rate('fp64_gflops', 'GFLOP/s')}, "
             f"elementwise bytes at {rate('memory_gbps', 'GB/s')}, its weights at the disk's write rate "
             f"({disk}); a search (LaCo, drop): a measured share of its most layer forwards (laco.work), its fewest to "
-            "most in brackets; an estimate: loads and tokenisation left out",
+            "most in brackets; a model load (each memory step's, each throughput phase's per model, or per round where "
+            f"the phase reloads): its weights at {self.load_note()}; an estimate: a process's start, a dense model's "
+            "first read from the disk, and tokenisation left out",
             *([self.reading_note()] if any(self.streamed_labels) else []),
         ]
 

@@ -96,29 +96,12 @@ def layer_forward_seconds(config, batch: int, seq: int, dtype: str, device: str 
     head cut to PROBE_VOCAB tokens), in `dtype` on `device`. A prune's work is counted in such
     forwards (`laco.work`); timing one here keeps attention, norms and a small model's per-call
     overhead in the figure. None where the copy cannot be built or run."""
-    import copy
-
     try:
         import torch
-        from transformers import AutoModelForCausalLM
-        from transformers.initialization import no_init_weights
 
-        from laco.loading import DTYPES
-
-        one = copy.deepcopy(config)
-        one.num_hidden_layers, one.vocab_size = 1, PROBE_VOCAB
-        for key in ("layer_types", "mlp_only_layers"):  # per-layer lists of some families, cut to the one layer
-            if isinstance(getattr(one, key, None), list):
-                setattr(one, key, getattr(one, key)[:1])
-        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            if isinstance(getattr(one, key, None), int) and getattr(one, key) >= PROBE_VOCAB:
-                setattr(one, key, 0)
         dev = torch.device(device)
-        with no_init_weights(), dev:
-            model = AutoModelForCausalLM.from_config(one, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        model = one_layer_copy(config, dtype, dev, trust_remote_code)
         with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.fill_(0.02)  # constant: no uninitialised memory (NaNs, denormals) in the timing
             ids = torch.arange(batch * seq, device=dev).reshape(batch, seq) % PROBE_VOCAB
             mask = torch.ones_like(ids)
             body = model.get_decoder()
@@ -131,3 +114,65 @@ def layer_forward_seconds(config, batch: int, seq: int, dtype: str, device: str 
         return statistics.median(times)
     except Exception:  # noqa: BLE001  (the plan says it has no figure; the run's own checks say what is wrong)
         return None
+
+
+def one_layer_copy(config, dtype: str, dev, trust_remote_code: bool = False):
+    """The model of `config` with one decoder layer and PROBE_VOCAB tokens, its weights constant (no
+    uninitialised memory, NaNs or denormals, in a timing), in `dtype` on `dev`."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    from laco.loading import DTYPES
+
+    one = copy.deepcopy(config)
+    one.num_hidden_layers, one.vocab_size = 1, PROBE_VOCAB
+    for key in ("layer_types", "mlp_only_layers"):  # per-layer lists of some families, cut to the one layer
+        if isinstance(getattr(one, key, None), list):
+            setattr(one, key, getattr(one, key)[:1])
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if isinstance(getattr(one, key, None), int) and getattr(one, key) >= PROBE_VOCAB:
+            setattr(one, key, 0)
+    with no_init_weights(), dev:
+        model = AutoModelForCausalLM.from_config(one, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(0.02)
+    return model
+
+
+def load_seconds_per_gb(config, dtype: str, folder, *, trust_remote_code: bool = False) -> float | None:
+    """Seconds a model load takes per GB of weights: the one-layer copy saved under `folder` (removed), loaded
+    back with transformers on the CPU and every weight read once (a load maps the files; their pages are read
+    when first used), its files in the page cache as a copy the run has just written is. A dense model's
+    first load from the disk takes longer (the plan says so). None where it cannot run."""
+    import tempfile
+
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a probe prints nothing; the user's setting comes back below
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from laco.loading import DTYPES
+
+        with tempfile.TemporaryDirectory(prefix=".laco-load-probe-", dir=folder) as tmp:
+            model = one_layer_copy(config, dtype, torch.device("cpu"), trust_remote_code)
+            model.save_pretrained(tmp)
+            nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+            del model
+            started = time.perf_counter()
+            loaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            with torch.no_grad():
+                for parameter in loaded.parameters():
+                    parameter.clone()
+            return (time.perf_counter() - started) / (nbytes / 1e9)
+    except Exception:  # noqa: BLE001  (the plan says it has no figure)
+        return None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -172,3 +172,31 @@ def test_an_accuracy_items_tokens_come_from_its_line_in_the_data_file(work, tmp_
     expected = 2 * count_flops(sizing.meta, 1, 150, 1)["prefill"]["flops"]
     assert sizing.workload_flops("accuracy") == expected
     assert Sizing(profile, None, [], {}).item_tokens("piqa", 2) == (512, 2)  # no data file: the assumed 512
+
+
+SYNTHETIC = """measurements = ["flops"]
+[model]
+spec = "synthetic:llama2-7b"
+dtype = "bfloat16"
+bf16_fallback = "keep"
+"""
+
+
+def test_a_synthetic_model_not_built_yet_is_planned_as_a_build_and_its_disk_checked(tmp_path, monkeypatch, capfd):
+    """Llama-2-7B's shape in bf16: 6,738,415,616 parameters x 2 B written to the cache by the first load; where
+    the cache and the run folder share a disk and it cannot hold them, the run is refused in one line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LACO_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "s.toml").write_text(SYNTHETIC)
+    assert main(["bench", "--plan", "--profile", "s.toml", "--out", "run", "--quiet"]) == 0
+    out = capfd.readouterr().out
+    rows = table_rows(out)
+    assert rows[0][:2] == ["dense", "build"] and rows[0][3] == format_size(6_738_415_616 * 2)
+    assert f"to {tmp_path / 'cache' / 'synthetic'}" in out
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))
+    assert main(["bench", "--profile", "s.toml", "--out", "run", "--quiet"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"laco bench: error: this profile needs 13.5 GB of disk for pruned copies and 13.5 GB for its "
+                   f"synthetic model, 1 GB free at {tmp_path}"]
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache" / "synthetic").exists()

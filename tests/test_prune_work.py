@@ -180,8 +180,31 @@ def test_the_plan_times_decoding_by_the_slower_of_its_flops_and_its_weights_byte
     sizing = plan_module.Sizing.__new__(plan_module.Sizing)
     sizing.profile = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"), throughput=throughput)
     sizing.rates, sizing.meta, sizing.weight_bytes = {"bf16_gflops": 100.0, "memory_gbps": 10.0}, "meta", 1e9
+    sizing.rates["load_s_per_gb"] = 0.0  # loads: the next test
+    sizing.phase_weights = {}
     sizing._flops = {(1, 64, 8): (100e9, None, 7, 1e9)}
     assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * (1.0 + 7 * 0.1))
     assert sizing.generation_seconds("throughput_hf", 0.75) == pytest.approx(0.75 * 6 * (1.0 + 7 * 0.1))
     sizing.rates["memory_gbps"] = 1000.0  # now the FLOPs bind: 1 GFLOP at 100 GFLOP/s is 0.01 s a step
     assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * (1.0 + 7 * 0.01))
+
+
+def test_the_plan_adds_a_models_loads_once_a_memory_step_and_per_round_where_the_phase_reloads(monkeypatch):
+    """2 s per GB of load on 1 GB of weights: the memory step loads once (+2 s); a throughput phase whose models
+    take more than half the available memory reloads each round (6 x 2 s), one that fits loads once."""
+    from bench import plan as plan_module
+
+    memory = SimpleNamespace(batch_size=1, prompt_len=64, new_tokens=8)
+    throughput = SimpleNamespace(batch_size=1, input_len=64, output_len=8, rounds=5, warmup=1)
+    sizing = plan_module.Sizing.__new__(plan_module.Sizing)
+    sizing.profile = SimpleNamespace(model=SimpleNamespace(dtype="bfloat16"), throughput=throughput, memory=memory)
+    sizing.rates = {"bf16_gflops": 100.0, "memory_gbps": 10.0, "load_s_per_gb": 2.0}
+    sizing.meta, sizing.weight_bytes, sizing._flops = "meta", 1e9, {(1, 64, 8): (100e9, None, 7, 1e9)}
+    work = 1.0 + 7 * 0.1
+    monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(available=3e9))
+    sizing.phase_weights = {"throughput_hf": 1.75e9}  # > 0.5 x 3 GB: reloaded per round
+    assert sizing.generation_seconds("memory", 1.0) == pytest.approx(work + 2.0)
+    assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * work + 6 * 2.0)
+    assert sizing.generation_seconds("throughput_hf", 0.75) == pytest.approx(0.75 * (6 * work + 6 * 2.0))
+    sizing.phase_weights = {"throughput_hf": 1.25e9}  # <= 1.5 GB: resident, one load
+    assert sizing.generation_seconds("throughput_hf", 1.0) == pytest.approx(6 * work + 2.0)
