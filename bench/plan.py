@@ -90,10 +90,10 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     model = Sizing(profile, data_dir, plan.notes, rates, at)
     plan.build = model.synthetic_build()
     if plan.build:
-        plan.steps.append(Step("dense", "build", None, plan.build[0], 0.0, plan.build[0] / (rates["disk_gbps"] * 1e9)
-                               if rates.get("disk_gbps") else None))
+        plan.steps.append(model.build_step(plan.build[0]))
         plan.notes.append(f"build: the synthetic model is written once, by the run's first load, to {plan.build[1]} "
-                          "(its disk written is not a pruned copy's; its time: the bytes at the disk's write rate)")
+                          f"(its disk written is not a pruned copy's; its time: its parameters drawn at "
+                          f"{rates.get('synthetic_mparams_per_s') or '?'} million a second, the bytes at the disk's write rate)")
     model.phase_weights = {name: model.weight_bytes * sum(kept for label, kept in kept_shares(profile)
                                                           if name in measured(label, profile))
                            for name in ("throughput_hf", "throughput_vllm")}
@@ -206,6 +206,17 @@ class Sizing(PruneSizing):
             return None
         synthetic = parse(spec)
         return sum(p.numel() for p in self.meta.parameters()) * DTYPE_BYTES[synthetic.dtype], folder_of(synthetic)
+
+    def build_step(self, nbytes: int) -> Step:
+        """Drawing a synthetic model's parameters (`bench.probe.synthetic_parameters_per_second`) and writing them."""
+        from bench.probe import synthetic_parameters_per_second
+        from laco.synthetic import parse
+
+        drawn = synthetic_parameters_per_second(parse(self.profile.model.spec).dtype)
+        self.rates["synthetic_mparams_per_s"] = drawn and round(drawn / 1e6, 1)
+        params = sum(p.numel() for p in self.meta.parameters())
+        disk = self.rates.get("disk_gbps")
+        return Step("dense", "build", None, nbytes, 0.0, params / drawn + nbytes / (disk * 1e9) if drawn and disk else None)
 
     def weights_note(self) -> str:
         """The dense weights: parameters x the bytes of the run's dtype; where the shape came from; where they go."""

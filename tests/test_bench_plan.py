@@ -191,7 +191,7 @@ def test_a_synthetic_model_not_built_yet_is_planned_as_a_build_and_its_disk_chec
     assert main(["bench", "--plan", "--profile", "s.toml", "--out", "run", "--quiet"]) == 0
     out = capfd.readouterr().out
     rows = table_rows(out)
-    assert rows[0][:2] == ["dense", "build"] and rows[0][3] == format_size(6_738_415_616 * 2)
+    assert rows[0][:2] == ["dense", "build"] and rows[0][3] == format_size(6_738_415_616 * 2) and rows[0][5] != "?"
     assert f"to {tmp_path / 'cache' / 'synthetic'}" in out
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - 10**9, 10**9))
