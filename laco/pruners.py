@@ -88,11 +88,17 @@ def get_pruner(name: str) -> Callable[..., PruneOutcome]:
 
 def measured(pruner: Callable[..., PruneOutcome]) -> Callable[..., PruneOutcome]:
     """The pruner, its record given `peak_memory`: the process's peak resident memory during the step
-    (and CUDA's max_memory_allocated where CUDA is in use; `laco.memory.PeakMemory`)."""
+    (and CUDA's max_memory_allocated where CUDA is in use; `laco.memory.PeakMemory`); the model's weights
+    are read in first (`laco.loading.read_weights`), so neither its clock nor its peak depends on what a
+    lazy load left on disk."""
     @functools.wraps(pruner)
     def run(*args, **kwargs) -> PruneOutcome:
+        from laco.loading import read_weights
         from laco.memory import PeakMemory
 
+        loaded = args[0] if args else kwargs.get("loaded")
+        if getattr(loaded, "model", None) is not None:
+            read_weights(loaded.model)  # the file reads a lazy load deferred, before the pruner's clock starts
         with PeakMemory() as peak:
             outcome = pruner(*args, **kwargs)
         outcome.record["peak_memory"] = peak.as_dict()

@@ -9,8 +9,8 @@ from laco import LacoError
 from laco.collapse import PAPER_SETTINGS
 
 SHIPPED = {"smoke", "smollm2-135m", "laco-sweep", "laco-ratio-sweep", "laco-ablations", "laco-post-training", "llama2-7b",
-           "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b", "llama2-7b-shape", "llama2-7b-shape-gpu", "llama2-13b-shape",
-           "vllm-tensor-parallel"}
+           "llama2-13b", "baichuan2-7b", "baichuan2-13b", "llama2-70b", "llama2-7b-shape", "llama2-7b-shape-gpu",
+           "llama2-13b-shape", "vllm-tensor-parallel"}
 
 
 def test_every_shipped_profile_resolves():
