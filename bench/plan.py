@@ -107,7 +107,7 @@ def make_plan(profile, out: Path, data_dir: str | None) -> Plan:
     for step in plan.steps:
         if step.seconds is None:
             step.seconds = model.seconds(step)
-    plan.notes += model.notes_of()
+    plan.notes += model.notes_of([s.model for s in plan.steps if s.streamed])
     if profile.run.keep_pruned_weights == WHILE_MEASURED:
         plan.copies_on_disk = alive_at_each_step(profile)
         plan.notes.append(copies_note(plan))
@@ -151,7 +151,6 @@ class Sizing(PruneSizing):
 
         self.profile, self.data_dir, self.notes, self.rates, self.disk_at = profile, data_dir, notes, rates, disk_at
         self._layer_seconds: dict[tuple, float | None] = {}
-        self.streamed_labels: list[str] = []
         self.phase_weights: dict[str, float] = {}
         self.shape, self.meta, self.config, self.why_not, self.weight_bytes = None, None, None, "", 0
         self._prune_shapes: dict[int, object] = {}
@@ -362,7 +361,8 @@ class Sizing(PruneSizing):
                  for (batch, seq, dtype), seconds in self._layer_seconds.items()]
         return "the seconds of one, timed on a one-layer copy of the model: " + ("; ".join(timed) or "not timed")
 
-    def notes_of(self) -> list[str]:
+    def notes_of(self, streamed: list[str]) -> list[str]:
+        """The plan's notes; `streamed`: the labels of the prunes that run layer by layer."""
         rates = self.rates
         p, rate = self.profile, lambda key, unit: f"{rates[key]:.3g} {unit}" if rates.get(key) else "? (not measured)"
         probe = (f"fp32 {rates['fp32_gflops']:.3g}, bf16 {rates['bf16_gflops']:.3g} GFLOP/s" if "fp32_gflops" in rates
@@ -389,7 +389,7 @@ class Sizing(PruneSizing):
             "most in brackets; a model load (each memory step's, each throughput phase's per model, or per round where "
             f"the phase reloads): its weights at {self.load_note()}; an estimate: a process's start, a dense model's "
             "first read from the disk, and tokenisation left out",
-            *([self.reading_note()] if any(self.streamed_labels) else []),
+            *([self.reading_note(streamed)] if streamed else []),
         ]
 
 

@@ -39,8 +39,6 @@ class PruneSizing:
         params = {**method.params, **({"target_ratio": ratio} if ratio is not None else {})}
         memory, streamed = self.prune_memory(method.name, shape, params)
         step = Step(method.label, "prune", memory, int(shape.weight_bytes * kept), streamed=streamed)
-        if streamed:
-            self.streamed_labels.append(method.label)
         work = work_need(method.name, shape, **params)
         forward = self.count(shape.batch, shape.seq, 1, "prefill")  # the calibration batch through every layer
         if work is None or forward is None:
@@ -74,10 +72,11 @@ class PruneSizing:
         return None if seconds is None or reading is None else seconds + reading + self.writing_seconds(step)
 
     def reading_seconds(self, layer_forwards: float, shape) -> float | None:
-        """A streamed prune reads each layer once from the disk, then once more per layer forward and once to
-        write it (its own layer cache left out: an upper figure). A read after the first comes from the page
-        cache for the share of the model's files the machine holds beside the bound, from the disk for the
-        rest (a pass over files larger than the page cache evicts what the next pass would read)."""
+        """A streamed prune reads a layer for each layer forward and each layer once more to write it (its own
+        layer cache left out: an upper figure). The first n_layers reads, a pass over the model, come from the
+        disk; the rest from the page cache for the share of the model's files the machine holds beside the
+        bound, from the disk for the other share (a pass over files larger than the page cache evicts what
+        the next pass would read)."""
         import psutil
 
         from laco.memory import parse_size
@@ -91,14 +90,14 @@ class PruneSizing:
         first, again = shape.n_layers * shape.layer_bytes, layer_forwards * shape.layer_bytes
         return (first / disk + again * (held / cached + (1 - held) / disk)) / 1e9
 
-    def reading_note(self) -> str:
+    def reading_note(self, labels: list[str]) -> str:
         r = self.rates
         rates = (f"{r['read_disk_gbps']:.3g} GB/s from the disk, {r['read_cached_gbps']:.3g} from the page cache "
                  f"({r['read_from']})" if r.get("read_disk_gbps") else "? (not measured)")
-        return (f"a prune layer by layer ({', '.join(self.streamed_labels)}): also its layer reads, every layer once "
-                f"from the disk, then once per layer forward and once to write it, from the page cache for the share "
-                f"of the model the machine holds beside max_memory ({self.profile.model.max_memory}), the rest from the "
-                f"disk again; read rates: {rates}")
+        return (f"a prune layer by layer ({', '.join(labels)}): also its layer reads, one per layer forward and one "
+                f"per layer to write it; the first pass over the model from the disk, the rest from the page cache for "
+                f"the share of the model the machine holds beside max_memory ({self.profile.model.max_memory}), from "
+                f"the disk for the other share; read rates: {rates}")
 
     def read_rates(self) -> dict:
         """The layer read rates (`bench.disk.layer_read_rates`), measured once, kept in the plan's rates."""

@@ -144,7 +144,7 @@ def sizing_of(shape, max_memory: str | None, monkeypatch):
     monkeypatch.setattr("bench.probe.layer_forward_seconds", lambda *args, **kwargs: 0.25)
     sizing = plan_module.Sizing.__new__(plan_module.Sizing)
     sizing.profile = SimpleNamespace(model=model, pruning_time=SimpleNamespace(repeats=3))
-    sizing.rates, sizing._layer_seconds, sizing.config, sizing.streamed_labels = {"disk_gbps": 0.5}, {}, None, []
+    sizing.rates, sizing._layer_seconds, sizing.config = {"disk_gbps": 0.5}, {}, None
     sizing.prune_shape = lambda method: shape
     sizing.count = lambda batch, tokens, new, part: 1e9
     return sizing
