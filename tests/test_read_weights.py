@@ -31,15 +31,35 @@ def test_reading_the_weights_brings_every_page_of_a_mapped_load_into_memory(tmp_
     assert all(torch.equal(p, expected[name]) for name, p in loaded.model.named_parameters())  # nothing changed
 
 
+def test_buffers_are_read_too(tmp_path):
+    """A 64 MB buffer mapped from a file (as a lazy load maps a saved buffer) is in memory after
+    `read_weights`: a module whose only tensor is a buffer gains at least 90% of its bytes."""
+    path = tmp_path / "buffer.bin"
+    n = 16 * 2**20
+    path.write_bytes(bytes(4 * n))
+    module = torch.nn.Module()
+    module.register_buffer("mapped", torch.from_file(str(path), shared=True, size=n, dtype=torch.float32))
+    process = psutil.Process()
+    before = process.memory_info().rss
+    read_weights(module)
+    assert process.memory_info().rss - before >= 0.9 * 4 * n
+
+
 def test_a_pruner_reads_the_weights_before_its_clock(monkeypatch):
-    """`laco.pruners.measured` reads the model's weights before the pruner runs, and skips meta weights."""
+    """`laco.pruners.measured` reads the model's weights once, before it starts the step's peak memory
+    (and so before the pruner, whose own clock starts inside it)."""
+    from laco.memory import PeakMemory
     from laco.pruners import get_pruner
 
-    calls = []
-    monkeypatch.setattr("laco.loading.read_weights", lambda model: calls.append(model))
+    events = []
+
+    class Recorded(PeakMemory):
+        def __enter__(self):
+            events.append("peak starts")
+            return super().__enter__()
+
+    monkeypatch.setattr("laco.loading.read_weights", lambda model: events.append(("read", model)))
+    monkeypatch.setattr("laco.memory.PeakMemory", Recorded)
     loaded = tiny_loaded("llama", 4)
     get_pruner("shortgpt")(loaded, ["a sentence to calibrate on."], target_layers=3, progress=False)
-    assert calls == [loaded.model]
-    with torch.device("meta"):
-        meta = torch.nn.Linear(4, 4)
-    read_weights(meta)  # a streamed model's layers: nothing to read, no error
+    assert events == [("read", loaded.model), "peak starts"]
