@@ -8,7 +8,8 @@ pruned in that dtype as the bench prunes it (`bench.pruned`, in a scratch run fo
 a bf16 run prunes from bf16 hidden states, and may merge other layers; whatever the profile's
 `[model] prune_dtype`), are scored on the profile's accuracy items and perplexity windows, and so is
 the reference dtype's prune loaded in the other dtypes (what a profile with `prune_dtype = "float32"`
-measures in bf16):
+measures in bf16). An entry that reads another's model (`target = "match:LABEL"`, as llm-pruner-uniform
+matches laco-27's ratio, or `source`) has that one pruned first in each dtype, as a run does:
 - accuracy: lm-eval's requests of the profile's tasks and item limits, built once and scored by the
   profile's backend, batch size and context (`bench.accuracy_paths`), keeping the log-likelihood of
   every choice of every item and the task's metric per item;
@@ -98,12 +99,23 @@ def method_entry(profile, label: str, dtypes: list[str]):
     method = next((m for m in profile.methods if m.label == label), None)
     if method is None:
         raise LacoError(f"the profile has no method entry {label!r} (it has {', '.join(m.label for m in profile.methods)})")
-    if isinstance(method.target, str):
-        raise LacoError(f"{label} takes its target from another method ({method.target}): choose one with its own")
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown or len(dtypes) < 2:
         raise LacoError(f"--dtypes: two or more of {', '.join(DTYPES)}, got {','.join(dtypes)}")
     return method
+
+
+def prerequisites(profile, method) -> list:
+    """The entries a run prunes before `method` because it reads their models: the one whose parameter
+    ratio its target matches ("match:LABEL") and the one it prunes further (`source`), theirs first."""
+    by_label = {m.label: m for m in profile.methods}
+    named = [method.matches, method.source]
+    entries = []
+    for label in filter(None, named):
+        for entry in [*prerequisites(profile, by_label[label]), by_label[label]]:
+            if entry.label not in [e.label for e in entries]:
+                entries.append(entry)
+    return entries
 
 
 def shorten(profile, limit: int | None, windows: int | None) -> None:
@@ -155,8 +167,11 @@ class DtypeRun:
     def pruned(self):
         from bench.pruned import pruned_subject
 
+        dense_fp = self.subject("dense").fingerprint
+        for entry in prerequisites(self.ctx.profile, self.method):  # pruned in this dtype too, as a run prunes them
+            pruned_subject(entry, self.ctx, dense_fp).release()
         started = time.perf_counter()
-        subject = pruned_subject(self.method, self.ctx, self.subject("dense").fingerprint)
+        subject = pruned_subject(self.method, self.ctx, dense_fp)
         self.prune_seconds = time.perf_counter() - started
         return subject
 
@@ -283,7 +298,9 @@ def compare_prunes(runs: list[DtypeRun]) -> dict:
                        "T": (record.get("config") or {}).get("T"), "layers": record.get("n_layers_after"),
                        "pruning_ratio": record["parameters"]["pruning_ratio"],
                        "prune_seconds": record.get("prune_seconds")})
-    return {"per_dtype": chosen, "same_layers": all(c["layer_sources"] == chosen[0]["layer_sources"] for c in chosen)}
+    same = (None if all(c["layer_sources"] is None for c in chosen)  # a width prune (LLM-Pruner, SliceGPT): no layers
+            else all(c["layer_sources"] == chosen[0]["layer_sources"] for c in chosen))
+    return {"per_dtype": chosen, "same_layers": same}
 
 
 def verdicts_by_dtype(name: str, label: str, cast: str, runs: list[DtypeRun], models: dict) -> dict:
@@ -367,10 +384,12 @@ def prunes_table(doc: dict) -> str:
     from suites.markdown import table
 
     prunes = doc["prunes"]
-    rows = [[p["dtype"], p["layers"], f"{p['pruning_ratio']:.1%}", f"{p['T']:.4f}" if p["T"] is not None else "-",
+    rows = [[p["dtype"], "-" if p["layers"] is None else p["layers"], f"{p['pruning_ratio']:.1%}",
+             f"{p['T']:.4f}" if p["T"] is not None else "-",
              " ".join("+".join(map(str, s)) for s in p["layer_sources"] if len(s) > 1) if p["layer_sources"] else "-"]
             for p in prunes["per_dtype"]]
-    same = "the same layers" if prunes["same_layers"] else "DIFFERENT layers"
+    same = {True: "the same layers", False: "DIFFERENT layers",
+            None: "a width prune: no layers to compare"}[prunes["same_layers"]]
     return f"Prunes of {doc['method']} ({same}):\n\n" + table(rows, ["dtype", "layers kept", "pruned", "T", "merged groups"])
 
 

@@ -136,8 +136,8 @@ def measured(key: str, profile) -> list[str]:
 def target_ratio(method, methods) -> float | None:
     """The ratio a method prunes to: its own, or the one it matches (that method's target, as planned)."""
     target = method.target if method.target is not None else method.params.get("target_ratio")
-    if isinstance(target, str):
-        other = next(m for m in methods if m.label == target.removeprefix("match:"))
+    if method.matches:
+        other = next(m for m in methods if m.label == method.matches)
         return target_ratio(other, methods)
     return target
 
@@ -310,7 +310,8 @@ class Sizing(PruneSizing):
             g = p.memory
             return self.count(g.batch_size, g.prompt_len, g.new_tokens, "workload")
         t = p.throughput  # throughput_hf, throughput_vllm: every round and warm-up runs the workload
-        return self.count(t.batch_size, t.input_len, t.output_len, "workload") * (t.rounds + t.warmup)
+        once = self.count(t.batch_size, t.input_len, t.output_len, "workload")
+        return None if once is None else once * (t.rounds + t.warmup)
 
     def item_tokens(self, task: str, limit: int | None) -> tuple[float, int] | None:
         """(tokens an item, items) of a task: from the first `limit` lines of its local data file (the split

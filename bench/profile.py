@@ -121,6 +121,11 @@ class MethodSettings(Strict):
     # target and the achieved share stay against the dense model
     source: str | None = None
 
+    @property
+    def matches(self) -> str | None:
+        """The label of the entry whose achieved ratio this one prunes to ("match:LABEL"), else None."""
+        return self.target.removeprefix("match:") if isinstance(self.target, str) else None
+
 
 class TaskOptions(Strict):
     limit: int | None = Field(default=None, ge=1)
@@ -336,8 +341,8 @@ def resolve_profile(raw: dict, where: str | Path = "profile") -> dict:
 def default_point(method: MethodSettings, methods: list[MethodSettings]) -> str:
     """Models matched to another share its ratio point; others are a point of their own."""
     target = method.target
-    if isinstance(target, str):
-        other = next(m for m in methods if m.label == target.removeprefix("match:"))
+    if method.matches:
+        other = next(m for m in methods if m.label == method.matches)
         return other.point or default_point(other, methods)
     if isinstance(target, float):
         return f"{target:.0%}"

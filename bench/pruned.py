@@ -241,10 +241,9 @@ def retiming_kwargs(kwargs: dict, record: dict) -> dict:
 
 def resolve_target(method: MethodSettings, store: RunStore) -> float | None:
     """A ratio, or "match:LABEL": the parameter pruning ratio that LABEL achieved in this run."""
-    target = method.target
-    if not isinstance(target, str):
-        return target
-    other = target.removeprefix("match:")
+    other = method.matches
+    if other is None:
+        return method.target
     doc = store.read_model(other)
     if not doc:
         raise RuntimeError(f"method {method.label!r} matches {other!r}, which has no pruned model in this run "

@@ -154,6 +154,20 @@ def test_a_hub_model_not_on_this_machine_is_sized_from_its_written_down_shape(wo
     assert "the model's config is not read here" not in out
 
 
+def test_a_model_not_converted_yet_is_planned_with_its_figures_unread(work, monkeypatch, capsys):
+    """The embedded GGUF on a fresh machine: no converted folder and no written-down shape, so every
+    FLOP-counted step, the throughput phase's rounds included, reads "?" and the plan still prints."""
+    monkeypatch.setattr("bench.model_files.prepared_folder", lambda spec, revision: None)
+    (work / "gguf.toml").write_text('measurements = ["perplexity", "memory", "throughput_hf"]\n[model]\n'
+                                    'spec = "smollm2-135m"\n[perplexity]\nlm_eval_wikitext = false\n')
+    assert main(["bench", "--plan", "--profile", "gguf.toml", "--out", "run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    rows = {r[1]: r for r in table_rows(out) if r[0] == "dense"}
+    assert sorted(rows) == ["memory", "perplexity", "throughput_hf"]
+    assert all(row[4] == "?" for row in rows.values()), out
+    assert "the model's config is not read here (no local folder yet" in out
+
+
 def test_an_accuracy_items_tokens_come_from_its_line_in_the_data_file(work, tmp_path):
     """Two piqa items of 400 and 800 bytes: 150 tokens each on average at 4 characters a token, so the plan
     counts two forwards of 150 tokens (the model's own FLOP count, independent of the plan)."""

@@ -289,6 +289,32 @@ def test_limit_and_windows_take_the_first_items_and_windows_never_more_than_the_
     assert dense["windows"]["nll"] == pytest.approx(first["windows"]["nll"][:2], rel=1e-5)
 
 
+def test_a_method_that_matches_another_prunes_that_one_first_in_each_dtype(tmp_path, tiny_folder, data_dir, capsys):
+    """llm-pruner-uniform's kind of entry (`target = "match:laco-x"`, a width prune): each dtype's run
+    prunes laco-x first, then the matching entry to laco-x's parameter ratio."""
+    from bench import dtype_compare
+
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY_PROFILE.format(folder=tiny_folder)
+                       + '[[methods]]\nname = "llm-pruner"\nlabel = "width-x"\ntarget = "match:laco-x"\n')
+    argv = ["--profile", str(profile), "--method", "width-x", "--dtypes", "float32,float32", "--data-dir", str(data_dir),
+            "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o.json")]
+    assert dtype_compare.main(argv) == 0
+    doc = json.loads((tmp_path / "o.json").read_text())
+    for run in ("0-float32", "1-float32"):
+        models = {label: json.loads((tmp_path / "w" / run / "models" / f"{label}.json").read_text())["record"]
+                  for label in ("laco-x", "width-x")}
+        ratios = [r["parameters"]["pruning_ratio"] for r in models.values()]
+        assert ratios[1] == pytest.approx(ratios[0], abs=0.02) and models["laco-x"]["layer_sources"]
+    printed = capsys.readouterr().out
+    assert doc["prunes"]["same_layers"] is None and "a width prune: no layers to compare" in printed
+    prunes = printed.split("no layers to compare")[1].split("Wall seconds")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in prunes.splitlines() if line.startswith("| float32")]
+    assert [r[1] for r in rows] == ["-", "-"]  # a width prune keeps every layer: no count to show
+    [c] = doc["comparisons"]["width-x"]
+    assert c["same_choice"] == 1.0 and c["max_abs_ll_diff"] == 0.0
+
+
 def short_header(doc: dict) -> str:
     from bench.dtype_compare import markdown
 
