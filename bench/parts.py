@@ -67,20 +67,25 @@ class Parts:
             return True
         return False
 
-    def get(self, part: str, settings: dict, compute: Callable[[], dict], earlier: Callable[[dict], dict]) -> dict | None:
-        """The part's values (`earlier` picks them from the run's earlier values); None when it failed."""
+    def get(self, part: str, settings: dict, compute: Callable[[], dict], earlier: Callable[[dict], dict],
+            cache_settings: dict | None = None, from_cache: Callable[[dict], dict | None] | None = None) -> dict | None:
+        """The part's values (`earlier` picks them from the run's earlier values); None when it failed.
+        The shared cache keys the part by `cache_settings` (default: `settings`), and `from_cache` takes
+        this run's values out of a cached entry, or None when it cannot (perplexity: the first N windows
+        of an entry of more)."""
         digest = settings_hash(settings)
         if self.kept(part, digest):
             return earlier(self.earlier)
         cache, what = self.ctx.results_cache, f"{self.measurement}.{part}"
-        hit = cache.get(what, self.model, digest) if cache else None
+        cache_digest = digest if cache_settings is None else settings_hash(cache_settings)
+        hit = cache.get(what, self.model, cache_digest, from_cache) if cache else None
         if hit:
             self.record[part] = {"status": "ok", "reason": None, "settings_hash": digest, "reused_from": hit["origin"]}
             return hit["values"]
         started, t0 = now(), time.perf_counter()
         values = (self.attempt([part], {part: digest}, lambda: {part: compute()}) or {}).get(part)
-        if values is not None and cache:
-            cache.put(what, self.model, digest, values, origin(self.ctx, started, time.perf_counter() - t0))
+        if values is not None and cache:  # a miss: any entry there had less (a wider one is never replaced)
+            cache.put(what, self.model, cache_digest, values, origin(self.ctx, started, time.perf_counter() - t0))
         return values
 
     def attempt(self, parts: list[str], digests: dict[str, str], compute: Callable):

@@ -56,7 +56,10 @@ def settings(ctx) -> dict:
 def measure(subject, settings: dict, ctx) -> Outcome:
     parts = Parts(subject, "perplexity", ctx)
     own = {k: v for k, v in settings.items() if k != "lm_eval_wikitext"}
-    values = {"windows": parts.get("windows", own, lambda: windows_part(subject, settings, ctx), lambda v: v["windows"]),
+    # the windows are the text's first N: the cache keeps them apart from N, and a run of more windows serves one of fewer
+    family = {k: v for k, v in own.items() if k != "n_windows"}
+    values = {"windows": parts.get("windows", own, lambda: windows_part(subject, settings, ctx), lambda v: v["windows"],
+                                   family, lambda cached: first_windows(cached, own["n_windows"])),
               "lm_eval_wikitext": None}
     lm = settings.get("lm_eval_wikitext")
     if lm and lm["not_available"]:
@@ -76,6 +79,15 @@ def windows_part(subject, settings: dict, ctx) -> dict:
                                 settings["batch_size"], progress=ctx.progress)
     windows["dataset"] = settings["dataset"]
     return windows
+
+
+def first_windows(windows: dict, n: int | None) -> dict | None:
+    """The figures of the first `n` windows (None: all) out of a result of as many or more, None when it
+    has fewer. The same windows, each window's NLL as that run computed it (in its batches)."""
+    want = windows["available_windows"] if n is None else min(n, windows["available_windows"])
+    if windows["n_windows"] < want:
+        return None
+    return {**windows, **figures(windows["nll"][:want], windows["tokens_per_window"])}
 
 
 def wikitext_test(source: str) -> str:
@@ -107,10 +119,14 @@ def window_perplexity(model, tokenizer, text: str, window: int, n_windows: int |
             logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1), reduction="none"
         ).view(batch.size(0), -1)
         window_nll += losses.double().sum(dim=1).tolist()
-    per_window = window - 1
-    count = per_window * n
-    return {"ppl": math.exp(sum(window_nll) / count), "window": window, "n_windows": n, "available_windows": available,
-            "tokens_scored": count, "tokens_per_window": per_window, "text_tokens": len(ids), "nll": window_nll}
+    return {"window": window, "available_windows": available, "text_tokens": len(ids), **figures(window_nll, window - 1)}
+
+
+def figures(window_nll: list[float], tokens_per_window: int) -> dict:
+    """Perplexity over the windows whose summed NLLs are given: exp(mean NLL per predicted token)."""
+    count = tokens_per_window * len(window_nll)
+    return {"ppl": math.exp(sum(window_nll) / count), "n_windows": len(window_nll), "tokens_scored": count,
+            "tokens_per_window": tokens_per_window, "nll": window_nll}
 
 
 def lm_eval_wikitext(subject, lm: dict, settings: dict, ctx) -> dict:

@@ -14,6 +14,8 @@ Every file is written whole through laco.atomic. Two processes computing the sam
 same path: the last rename wins, and a reader sees one complete file or the other. Accuracy items
 are appended as chunks of their own (one per scoring), so two writers never overwrite each other's
 items; a document scored twice is the same item twice, and the first one read is kept.
+Perplexity's windows are kept apart from their count (`bench.perplexity`): an entry of 32 windows
+serves a run asking for the first 24.
 
 Every reused figure carries where it was measured: {run_id, run_path, measured_at, seconds}.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from laco import atomic
@@ -55,6 +58,13 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _taken(entry: dict | None, take: Callable[[dict], dict | None] | None) -> dict | None:
+    if entry is None or take is None:
+        return entry
+    values = take(entry["values"])
+    return None if values is None else {**entry, "values": values}
+
+
 class ResultsCache:
     """One run's view of the shared cache, with its hits and misses."""
 
@@ -66,15 +76,18 @@ class ResultsCache:
     def _entry_folder(self, what: str, model: str, digest: str) -> Path:
         return self.root / "entries" / what / model / digest
 
-    def get(self, what: str, model: str | None, digest: str) -> dict | None:
+    def get(self, what: str, model: str | None, digest: str, take: Callable[[dict], dict | None] | None = None
+            ) -> dict | None:
         """{"values", "origin"} of `what` (a measurement, or "measurement.part") for the model and
-        settings; None (a miss) when there is none of this code (or of any code, when allowed)."""
+        settings; None (a miss) when there is none of this code (or of any code, when allowed). `take`
+        gives this run's values out of an entry's, or None when the entry cannot serve (perplexity:
+        too few windows)."""
         if model is None:
             return None
         folder = self._entry_folder(what, model, digest)
-        found = _read(folder / f"{self.code}.json")
+        found = _taken(_read(folder / f"{self.code}.json"), take)
         if found is None and self.reuse_other_code:
-            others = [e for e in map(_read, sorted(folder.glob("*.json"))) if e]
+            others = [e for e in (_taken(e, take) for e in map(_read, sorted(folder.glob("*.json")))) if e]
             found = max(others, key=lambda e: e["origin"].get("measured_at") or "", default=None)
         self.counts["hits" if found else "misses"] += 1
         return found

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import bench.accuracy
 from bench import runner
 from bench.profile import parse_profile
@@ -103,6 +105,30 @@ def test_a_run_scores_only_the_items_the_cache_lacks_and_equals_a_fresh_run(tiny
     assert main(["report", str(tmp_path / "more"), "--out", str(tmp_path / "reports")]) == 0
     text = (tmp_path / "reports" / "more.md").read_text()
     assert "dense piqa: 2 of 5 items from first" in text and "dense arc_easy" not in text
+
+
+def test_a_run_of_fewer_windows_takes_them_from_a_cached_run_of_more(tiny_folder, tmp_path, data_dir):
+    """Perplexity's windows are the text's first N: a run of 2 takes the first 2 of a cached run of 4,
+    marked with that run, equal to 2 measured afresh; a run of 6 finds too few and measures all 6."""
+    def run(name: str, n_windows: int, **cache) -> tuple[dict, dict]:
+        p = profile(tiny_folder, 2, 2, measurements=("perplexity",))
+        p.perplexity.n_windows = n_windows
+        assert runner.run_profile(name, p, tmp_path / name, data_dir=str(data_dir), progress=False, **cache) == []
+        doc = json.loads((tmp_path / name / "results" / "dense" / "perplexity.json").read_text())
+        return doc["values"], json.loads((tmp_path / name / "run.json").read_text())["results_cache"]
+
+    four, _ = run("four", 4)
+    two, counts = run("two", 2)
+    fresh, _ = run("fresh", 2, results_cache=False)
+    assert (counts["hits"], counts["misses"]) == (1, 0) and two["parts"]["windows"]["reused_from"]["run_id"] == "four"
+    assert two["windows"]["nll"] == four["windows"]["nll"][:2] and two["windows"]["n_windows"] == 2
+    assert two["windows"]["nll"] == pytest.approx(fresh["windows"]["nll"], rel=1e-6)
+    assert two["windows"]["tokens_scored"] == fresh["windows"]["tokens_scored"] == 2 * 63
+    assert two["windows"]["ppl"] == pytest.approx(fresh["windows"]["ppl"], rel=1e-6)
+    assert two["windows"]["ppl"] != four["windows"]["ppl"]  # recomputed over its own 2 windows
+    six, counts = run("six", 6)
+    assert (counts["hits"], counts["misses"]) == (0, 1) and "reused_from" not in six["parts"]["windows"]
+    assert len(six["windows"]["nll"]) == 6 and six["windows"]["nll"][:4] == pytest.approx(four["windows"]["nll"], rel=1e-6)
 
 
 def test_other_code_is_not_reused_unless_asked(tmp_path):
