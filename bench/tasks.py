@@ -177,7 +177,7 @@ def prepare_tasks(names: list[str], data_dir: str | Path | None, folder: str | P
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = load_table(data_dir, extra)
-    builtin = lm_eval_tasks_dir()
+    builtin = lm_eval_tasks_dir() if names else None  # a profile with no tasks runs without lm-eval
     data_root = Path(data_dir).resolve() if data_dir else None
     prepared = PreparedTasks(folder, [], {}, {})
     for name in names:

@@ -135,3 +135,16 @@ def test_a_bad_data_dir_table_names_its_file(tmp_path):
     (tmp_path / "tasks.toml").write_text("[tasks.x]\ninclude = 3\n")
     with pytest.raises(LacoError, match=re.escape(f"{tmp_path / 'tasks.toml'}: [tasks.x]: include has the wrong type")):
         load_table(tmp_path)
+
+
+def test_a_profile_without_tasks_needs_no_lm_eval(tmp_path, monkeypatch):
+    """A speed-and-memory profile (llama2-7b-shape-gpu) asks for no task: preparing none imports nothing of
+    lm-eval, so such a run starts on a machine without it (the GPU image has none)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` now raises ImportError
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)
+    prepared = prepare_tasks([], DATA_DIR, tmp_path / "tasks")
+    assert prepared.available == [] and prepared.data == {}
+    with pytest.raises(ImportError):
+        prepare_tasks(["piqa"], DATA_DIR, tmp_path / "tasks")
