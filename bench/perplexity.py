@@ -87,7 +87,10 @@ def first_windows(windows: dict, n: int | None) -> dict | None:
     want = windows["available_windows"] if n is None else min(n, windows["available_windows"])
     if windows["n_windows"] < want:
         return None
-    return {**windows, **figures(windows["nll"][:want], windows["tokens_per_window"])}
+    taken = {**windows, **figures(windows["nll"][:want], windows["tokens_per_window"])}
+    if want < windows["n_windows"]:
+        taken["first_of"] = windows["n_windows"]  # the report says "the first N of M windows"
+    return taken
 
 
 def wikitext_test(source: str) -> str:

@@ -126,6 +126,9 @@ def test_a_run_of_fewer_windows_takes_them_from_a_cached_run_of_more(tiny_folder
     assert two["windows"]["tokens_scored"] == fresh["windows"]["tokens_scored"] == 2 * 63
     assert two["windows"]["ppl"] == pytest.approx(fresh["windows"]["ppl"], rel=1e-6)
     assert two["windows"]["ppl"] != four["windows"]["ppl"]  # recomputed over its own 2 windows
+    assert two["windows"]["first_of"] == 4 and "first_of" not in fresh["windows"] and "first_of" not in four["windows"]
+    assert main(["report", str(tmp_path / "two"), "--out", str(tmp_path / "reports")]) == 0
+    assert "dense perplexity windows (the first 2 of 4) from four" in (tmp_path / "reports" / "two.md").read_text()
     six, counts = run("six", 6)
     assert (counts["hits"], counts["misses"]) == (0, 1) and "reused_from" not in six["parts"]["windows"]
     assert len(six["windows"]["nll"]) == 6 and six["windows"]["nll"][:4] == pytest.approx(four["windows"]["nll"], rel=1e-6)

@@ -128,12 +128,19 @@ def reused_note(run: Run) -> list[str]:
                 found.append(f"{key} {name} from {m.provenance['reused_from'].get('run_id')}")
             for part, p in (m.values.get("parts") or {}).items():
                 if p.get("reused_from"):
-                    found.append(f"{key} {name} {part} from {p['reused_from'].get('run_id')}")
+                    found.append(f"{key} {name} {part}{taken_share(m.values.get(part))} from {p['reused_from'].get('run_id')}")
                 if p.get("items_reused"):
                     found.append(f"{key} {part}: {p['items_reused']} of {p['items_reused'] + p.get('items_scored', 0)} "
                                  f"items from {', '.join(p.get('items_reused_from') or ['?'])}")
     return ["", "Reused from the shared result cache (their seconds above are this run's, near 0): "
             + "; ".join(found) + "."] if found else []
+
+
+def taken_share(values) -> str:
+    """" (the first N of M)" where a part took the first N windows of a cached run of M."""
+    if isinstance(values, dict) and values.get("first_of"):
+        return f" (the first {values['n_windows']} of {values['first_of']})"
+    return ""
 
 
 def code_section(run: Run) -> str:
